@@ -1,0 +1,148 @@
+"""The one interface every tracker implements, and the input checks they all share.
+
+Subclasses implement `_init` and `_update`; the public `init` / `update` validate input
+(so bad images and boxes fail the same, clear way for every tracker) and turn the raw
+confidence into a TrackState with the LOST rule below.
+"""
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar
+
+import numpy as np
+
+from .boxes import Box
+from .config import TrackerConfig
+
+
+class TrackState(IntEnum):
+    """Same numbers as the STATE_* constants of vtrack_ros/msg/TrackedObject."""
+
+    INITIALIZING = 0
+    TRACKING = 1
+    UNCERTAIN = 2
+    LOST = 3
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    box: Box
+    confidence: float  # 0..1
+    state: TrackState
+    seconds: float = 0.0  # wall time the tracker spent on this frame
+
+
+class InvalidInputError(ValueError):
+    """An image or box a tracker cannot work with; the message says what is wrong."""
+
+
+class NotInitializedError(RuntimeError):
+    pass
+
+
+MIN_BOX_SIDE = 2.0  # pixels; smaller boxes carry no appearance to track
+
+
+def check_image(image: object) -> np.ndarray:
+    """Return the image if it is a non-empty HxWx3 uint8 array (BGR), else raise."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.size == 0:
+        raise InvalidInputError(f"image is empty (shape {image.shape})")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidInputError(f"image must be HxWx3 BGR, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise InvalidInputError(f"image must be uint8, got {image.dtype}")
+    return image
+
+
+def check_init_box(box: Box, image_shape: tuple[int, ...]) -> Box:
+    """A box a tracker can start from: finite, positive size, mostly inside the image.
+
+    A box partly outside the image is clipped to it; one with less than MIN_BOX_SIDE pixels
+    of either side left inside is refused.
+    """
+    if not box.is_finite():
+        raise InvalidInputError(f"box has a NaN or infinite value: {box.xywh()}")
+    if box.w <= 0 or box.h <= 0:
+        raise InvalidInputError(f"box must have a positive width and height, got {box.w} x {box.h}")
+    height, width = image_shape[:2]
+    inside = box.clip(width, height)
+    if inside.w < MIN_BOX_SIDE or inside.h < MIN_BOX_SIDE:
+        raise InvalidInputError(
+            f"box {tuple(round(v, 1) for v in box.xywh())} lies outside the {width}x{height} image"
+        )
+    return inside
+
+
+class LostRule:
+    """TRACKING while confidence >= threshold; UNCERTAIN below it; LOST after
+    `lost_after_frames` consecutive frames below it. Recovers as soon as confidence does."""
+
+    def __init__(self, threshold: float, lost_after_frames: int) -> None:
+        self.threshold = float(threshold)
+        self.lost_after_frames = max(1, int(lost_after_frames))
+        self.frames_below = 0
+
+    def reset(self) -> None:
+        self.frames_below = 0
+
+    def __call__(self, confidence: float) -> TrackState:
+        if confidence >= self.threshold:
+            self.frames_below = 0
+            return TrackState.TRACKING
+        self.frames_below += 1
+        return TrackState.LOST if self.frames_below >= self.lost_after_frames else TrackState.UNCERTAIN
+
+
+class Tracker(ABC):
+    """Single-object tracker: `init(image, box)` once, then `update(image)` per frame."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[TrackerConfig]] = TrackerConfig
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        self.lost_rule = LostRule(self.config.confidence_threshold, self.config.lost_after_frames)
+        self.box: Box | None = None
+        self.frame_index = 0
+
+    @property
+    def initialized(self) -> bool:
+        return self.box is not None
+
+    def init(self, image: np.ndarray, box: Box) -> None:
+        image = check_image(image)
+        box = check_init_box(box, image.shape)
+        self._init(image, box)
+        self.box = box
+        self.frame_index = 0
+        self.lost_rule.reset()
+
+    def update(self, image: np.ndarray) -> TrackResult:
+        if self.box is None:
+            raise NotInitializedError(f"{self.name}: update() before init()")
+        image = check_image(image)
+        start = time.perf_counter()
+        box, confidence = self._update(image)
+        seconds = time.perf_counter() - start
+        if not math.isfinite(confidence):
+            confidence = 0.0
+        confidence = float(min(max(confidence, 0.0), 1.0))
+        if not box.is_finite():
+            box, confidence = self.box, 0.0  # keep the last good box, say it is not trusted
+        self.box = box
+        self.frame_index += 1
+        return TrackResult(box=box, confidence=confidence, state=self.lost_rule(confidence), seconds=seconds)
+
+    @abstractmethod
+    def _init(self, image: np.ndarray, box: Box) -> None:
+        """Learn the target from a validated image and box (clipped to the image)."""
+
+    @abstractmethod
+    def _update(self, image: np.ndarray) -> tuple[Box, float]:
+        """Locate the target in a validated image: (box, raw confidence in 0..1)."""

@@ -1,0 +1,1 @@
+"""Tracker implementations; reach them through vtrack_core.registry, not directly."""
