@@ -22,6 +22,9 @@ setup(
     entry_points={
         "console_scripts": [
             "vtrack = vtrack_core.cli:main",
+            "tracker_node = vtrack_ros.tracker_node:main",
+            "video_publisher = vtrack_ros.video_publisher:main",
+            "vtrack-init = vtrack_ros.init_client:main",
         ],
     },
 )

@@ -1,0 +1,195 @@
+"""The real tracker_node process, driven through ROS like a user would: real frames of a
+dev sequence in, boxes out, bad requests refused with the node still serving."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed: run tools/setup.sh")
+
+from node_harness import NodeUnderTest, bgr_message, frame_stamp_ns, stamp_ns  # noqa: E402
+from vtrack_core import Box, create_tracker  # noqa: E402
+from vtrack_core.eval.datasets import load_dataset  # noqa: E402
+from vtrack_core.eval.metrics import score  # noqa: E402
+from vtrack_core.eval.runner import run_sequence  # noqa: E402
+from vtrack_ros.msg import TrackedObject  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture
+def sequence(dev_dataset_dir):
+    return load_dataset(dev_dataset_dir, names=["Couple"])[0]
+
+
+@pytest.fixture
+def tracker_node(tmp_path, request):
+    args = getattr(request, "param", [])
+    harness = NodeUnderTest(tmp_path / "tracker_node.log", node_args=list(args))
+    yield harness
+    harness.close()
+
+
+def test_lockstep_auc_matches_offline_eval(tracker_node, sequence):
+    """Through ROS, with the publisher waiting for each result, the node must track as the
+    offline runner does: same frames, same tracker, AUC within 0.02."""
+    images = [sequence.image(i) for i in range(len(sequence))]
+    gt = sequence.ground_truth
+    tracker_node.publish(images[0], frame_stamp_ns(0), wait=False)
+    assert tracker_node.wait_for(lambda: tracker_node.results, 10.0), tracker_node.log()
+    response = tracker_node.init(*gt[0], stamp=frame_stamp_ns(0), target_id="couple")
+    assert response.success, response.message
+
+    ros_boxes = np.full((len(images), 4), np.nan)
+    ros_boxes[0] = gt[0]
+    for index in range(1, len(images)):
+        output = tracker_node.publish(images[index], frame_stamp_ns(index))
+        assert output is not None, f"no result for frame {index}\n{tracker_node.log()}"
+        assert output.header.frame_id == "camera"
+        (obj,) = output.objects
+        assert obj.target_id == "couple" and obj.tracker == "csrt"
+        assert 0.0 <= obj.confidence <= 1.0
+        ros_boxes[index] = (obj.x, obj.y, obj.width, obj.height)
+
+    offline = run_sequence(create_tracker("csrt"), sequence)
+    ros_auc = score(ros_boxes, gt).auc
+    offline_auc = score(offline.boxes, gt).auc
+    print(f"Couple csrt AUC through ROS {ros_auc:.4f}, offline {offline_auc:.4f}")
+    assert abs(ros_auc - offline_auc) <= 0.02
+    assert ros_auc > 0.3  # and it really tracked the couple
+    assert tracker_node.alive()
+
+
+def test_init_on_older_stamp_catches_up(tracker_node, sequence):
+    """A box drawn on an older frame is applied to that frame, then the tracker catches up
+    through the buffered newer frames."""
+    gt = sequence.ground_truth
+    for index in range(12):
+        tracker_node.publish(sequence.image(index), frame_stamp_ns(index))
+    response = tracker_node.init(*gt[4], stamp=frame_stamp_ns(4))
+    assert response.success, response.message
+    assert "caught up over 7 newer frame(s)" in response.message
+    ious = []
+    for index in range(12, 40):
+        output = tracker_node.publish(sequence.image(index), frame_stamp_ns(index))
+        (obj,) = output.objects
+        ious.append(Box(obj.x, obj.y, obj.width, obj.height).iou(Box.from_xywh(gt[index])))
+    assert np.mean(ious) > 0.4, ious
+
+
+def test_several_targets_stop_and_reinit(tracker_node, sequence):
+    gt = sequence.ground_truth
+    tracker_node.publish(sequence.image(0), frame_stamp_ns(0))
+    first = tracker_node.init(*gt[0])
+    second = tracker_node.init(200, 100, 40, 50, tracker="kcf")
+    assert first.success and second.success, (first.message, second.message)
+    assert first.target_id != second.target_id
+
+    output = tracker_node.publish(sequence.image(1), frame_stamp_ns(1))
+    assert {o.target_id for o in output.objects} == {first.target_id, second.target_id}
+    assert {o.tracker for o in output.objects} == {"csrt", "kcf"}
+
+    stopped = tracker_node.stop(second.target_id)
+    assert stopped.success, stopped.message
+    output = tracker_node.publish(sequence.image(2), frame_stamp_ns(2))
+    assert [o.target_id for o in output.objects] == [first.target_id]
+
+    again = tracker_node.init(*gt[2], target_id=first.target_id)  # re-init keeps the id
+    assert again.success and again.target_id == first.target_id
+    output = tracker_node.publish(sequence.image(3), frame_stamp_ns(3))
+    assert [o.target_id for o in output.objects] == [first.target_id]
+
+    assert tracker_node.stop("").success  # all
+    output = tracker_node.publish(sequence.image(4), frame_stamp_ns(4))
+    assert list(output.objects) == []
+
+
+def test_bad_requests_are_refused_and_the_node_keeps_serving(tracker_node, sequence):
+    assert not tracker_node.init(10, 10, 20, 20).success  # no image yet
+    tracker_node.publish(sequence.image(0), frame_stamp_ns(0))
+    height, width = sequence.image(0).shape[:2]
+    refused = {
+        "NaN": tracker_node.init(math.nan, 10, 20, 20),
+        "positive": tracker_node.init(10, 10, 0, 20),
+        "outside": tracker_node.init(width + 50, height + 50, 20, 20),
+        "unknown tracker": tracker_node.init(10, 10, 20, 20, tracker="no_such_tracker"),
+        "no image with stamp": tracker_node.init(10, 10, 20, 20, stamp=frame_stamp_ns(999)),
+    }
+    for expected, response in refused.items():
+        assert not response.success, expected
+        assert expected in response.message, (expected, response.message)
+    unknown_stop = tracker_node.stop("ghost")
+    assert not unknown_stop.success and "unknown target id" in unknown_stop.message
+
+    # Images the node cannot use are skipped and logged, never fatal.
+    mono16 = bgr_message(sequence.image(1), frame_stamp_ns(1))
+    mono16.encoding, mono16.step = "mono16", mono16.width * 2
+    tracker_node.publish_message(mono16)
+    truncated = bgr_message(sequence.image(2), frame_stamp_ns(2))
+    truncated.data = bytes(truncated.data[:100])
+    tracker_node.publish_message(truncated)
+    weird = bgr_message(sequence.image(3), frame_stamp_ns(3))
+    weird.encoding = "bayer_nonsense"
+    tracker_node.publish_message(weird)
+    assert tracker_node.wait_for(lambda: "16-bit images (mono16) are not supported" in tracker_node.log(), 10.0), tracker_node.log()
+
+    # Still serving: a good request and a good frame work.
+    ok = tracker_node.init(*sequence.ground_truth[0], stamp=frame_stamp_ns(0))
+    assert ok.success, ok.message
+    output = tracker_node.publish(sequence.image(4), frame_stamp_ns(4))
+    assert output is not None and len(output.objects) == 1
+    assert output.objects[0].state in (TrackedObject.STATE_TRACKING, TrackedObject.STATE_UNCERTAIN)
+    assert tracker_node.alive()
+    log = tracker_node.log()
+    assert "init_target refused" in log and "image skipped" in log
+
+
+@pytest.mark.parametrize("tracker_node", [["-p", "max_targets:=1"]], indirect=True)
+def test_max_targets_and_parameter_changes(tracker_node, sequence):
+    tracker_node.publish(sequence.image(0), frame_stamp_ns(0))
+    assert tracker_node.init(*sequence.ground_truth[0]).success
+    refused = tracker_node.init(10, 10, 30, 30)
+    assert not refused.success and "max_targets=1" in refused.message
+
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = tracker_node.node.create_client(SetParameters, "/tracker_node/set_parameters")
+    assert client.wait_for_service(timeout_sec=10.0)
+
+    def set_string(name, value):
+        request = SetParameters.Request(parameters=[ParameterMsg(
+            name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))])
+        return tracker_node.call(client, request).results[0]
+
+    bad_tracker = set_string("tracker", "no_such_tracker")
+    assert not bad_tracker.successful and "unknown tracker" in bad_tracker.reason
+    bad_device = set_string("device", "tpu")
+    assert not bad_device.successful and "device" in bad_device.reason
+    fixed = set_string("image_transport", "compressed")
+    assert not fixed.successful  # read-only: needs a restart
+    assert set_string("tracker", "kcf").successful
+    assert tracker_node.stop().success
+    assert tracker_node.init(*sequence.ground_truth[0]).success
+    output = tracker_node.publish(sequence.image(1), frame_stamp_ns(1))
+    assert [o.tracker for o in output.objects] == ["kcf"]
+    assert tracker_node.alive()
+
+
+def test_latest_frame_wins_under_a_burst(tracker_node, sequence):
+    """Frames arriving faster than tracking replace each other: the node drops, counts and
+    never queues them, and results still come for the newest frames."""
+    tracker_node.publish(sequence.image(0), frame_stamp_ns(0))
+    assert tracker_node.init(*sequence.ground_truth[0]).success
+    images = [sequence.image(i) for i in range(1, 60)]
+    for index, image in enumerate(images, start=1):
+        tracker_node.publish(image, frame_stamp_ns(index), wait=False)
+    last = frame_stamp_ns(len(images))
+    assert tracker_node.wait_for(lambda: tracker_node.result_for(last) is not None, 20.0), tracker_node.log()
+    stamps = [stamp_ns(m.header.stamp) for m in tracker_node.results]
+    assert stamps == sorted(stamps)  # in order, never a stale frame after a newer one
+    processed = len([s for s in stamps if s > frame_stamp_ns(0)])
+    print(f"burst of {len(images)} frames: {processed} tracked, {len(images) - processed} dropped")
+    assert processed <= len(images)

@@ -1,0 +1,380 @@
+"""tracker_node: camera images in, tracked boxes with confidence out.
+
+ROS plumbing only; the tracking logic is vtrack_core.session.MultiTargetTracker. Topics,
+services and parameters are documented in README.md ("tracker_node").
+
+Threads: the image callback only stores the newest message (latest frame wins; a frame
+replaced before it was tracked counts as dropped) and wakes a worker thread that decodes,
+tracks and publishes. Services run in their own callback group on a multi-threaded
+executor, so they answer while a frame is being tracked.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from vtrack_core import Box, TrackState, available_trackers, tracker_class, tracker_config
+from vtrack_core.config import ConfigError
+from vtrack_core.device import resolve_device
+from vtrack_core.session import MultiTargetTracker, StampedRing, TargetError
+from vtrack_core.tracker import InvalidInputError
+from vtrack_core.video import draw_track
+from vtrack_ros.image_conversion import UnsupportedImageError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr
+from vtrack_ros.msg import TrackedObject, TrackedObjectArray
+from vtrack_ros.srv import InitTarget, StopTarget
+
+# Parameters: name -> (default, description). Defaults mirror config/tracker.yaml.
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "tracker": ("csrt", "tracker for new targets (registry name); changeable at run time"),
+    "device": ("auto", "auto | cpu | cuda | cuda:N for deep trackers; applies to targets started after a change"),
+    "half": (False, "fp16 inference on CUDA for deep trackers that support it"),
+    "weights": ("", "weights file for deep trackers; empty: the tracker's packaged default"),
+    "tracker_config_file": ("", "YAML file with per-tracker settings (tracker name -> {field: value})"),
+    "image_transport": ("raw", "raw: subscribe `image` (sensor_msgs/Image); compressed: `image/compressed`"),
+    "qos_reliability": ("best_effort", "best_effort (sensor-data QoS) or reliable"),
+    "confidence_threshold": (-1.0, "below it a frame is UNCERTAIN; negative: each tracker's own default"),
+    "lost_after_frames": (5, "consecutive frames below the threshold before a target is LOST"),
+    "max_targets": (8, "targets tracked at once; more init requests are refused"),
+    "frame_buffer_size": (30, "recent frames kept so init_target can start on an older stamp"),
+    "publish_debug_image": (False, "publish ~/debug_image with the boxes drawn"),
+    "debug_image_max_rate": (5.0, "Hz cap on ~/debug_image"),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
+}
+# Settings fixed at start-up (subscriptions and buffers are built from them).
+READ_ONLY = {"image_transport", "qos_reliability", "frame_buffer_size"}
+# Tracker settings passed as overrides when the tracker's config has such a field.
+TRACKER_OVERRIDES = ("device", "half", "weights", "confidence_threshold", "lost_after_frames")
+
+
+def _stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _duration(seconds: float) -> Duration:
+    nanoseconds = max(0, int(seconds * 1e9))
+    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+class TrackerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("tracker_node")
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=name in READ_ONLY))
+        self._check_settings({name: self.get_parameter(name).value for name in PARAMETERS})
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.targets = MultiTargetTracker(
+            tracker_factory=self._make_tracker,
+            default_tracker=self.param("tracker"),
+            max_targets=self.param("max_targets"),
+        )
+        self.frames: StampedRing[Any] = StampedRing(self.param("frame_buffer_size"))
+
+        # Latest-frame-wins hand-over between the image callback and the worker.
+        self._pending: Any = None
+        self._pending_cv = threading.Condition()
+        self._running = True
+        self.stats = {"received": 0, "processed": 0, "dropped": 0, "bad_images": 0}
+        self._latencies: deque[float] = deque(maxlen=300)
+        self._process_times: deque[float] = deque(maxlen=300)
+        self._processed_at: deque[float] = deque(maxlen=300)
+        self._last_bad_image_log = 0.0
+        self._last_debug = 0.0
+
+        self.publisher = self.create_publisher(TrackedObjectArray, "~/tracked_objects", 10)
+        self.debug_publisher = self.create_publisher(Image, "~/debug_image", 1)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        transport = self.param("image_transport")
+        reliability = (
+            ReliabilityPolicy.RELIABLE if self.param("qos_reliability") == "reliable" else ReliabilityPolicy.BEST_EFFORT
+        )
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability, durability=DurabilityPolicy.VOLATILE
+        )
+        image_group = MutuallyExclusiveCallbackGroup()
+        if transport == "compressed":
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos, callback_group=image_group)
+        else:
+            self.create_subscription(Image, "image", self._on_image, qos, callback_group=image_group)
+        service_group = ReentrantCallbackGroup()
+        self.create_service(InitTarget, "~/init_target", self._on_init_target, callback_group=service_group)
+        self.create_service(StopTarget, "~/stop_target", self._on_stop_target, callback_group=service_group)
+        self.create_timer(self.param("diagnostics_period"), self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+
+        self._worker = threading.Thread(target=self._work, name="tracking", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"tracking on '{self.resolve_topic_name('image' if transport == 'raw' else 'image/compressed')}' "
+            f"with '{self.param('tracker')}' (available: {', '.join(available_trackers())}); "
+            f"call {self.get_fully_qualified_name()}/init_target to start"
+        )
+
+    # --- parameters -------------------------------------------------------------------
+    def param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _check_settings(self, values: dict[str, Any]) -> None:
+        """Raise ValueError with a reason for a setting the node cannot use."""
+        if "tracker" in values:
+            tracker_class(values["tracker"])  # UnknownTrackerError names the known ones
+        if "device" in values:
+            resolve_device(values["device"])
+        if values.get("image_transport", "raw") not in ("raw", "compressed"):
+            raise ValueError(f"image_transport must be raw or compressed, got {values['image_transport']!r}")
+        if values.get("qos_reliability", "best_effort") not in ("best_effort", "reliable"):
+            raise ValueError(f"qos_reliability must be best_effort or reliable, got {values['qos_reliability']!r}")
+        for positive in ("max_targets", "frame_buffer_size", "lost_after_frames"):
+            if positive in values and int(values[positive]) < 1:
+                raise ValueError(f"{positive} must be at least 1")
+        for rate in ("debug_image_max_rate", "diagnostics_period"):
+            if rate in values and float(values[rate]) <= 0:
+                raise ValueError(f"{rate} must be positive")
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        values = {p.name: p.value for p in parameters}
+        try:
+            self._check_settings(values)
+        except Exception as exc:
+            self.get_logger().warning(f"parameter change refused: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        if "tracker" in values:
+            self.targets.default_tracker = values["tracker"]
+        if "max_targets" in values:
+            self.targets.max_targets = int(values["max_targets"])
+        changed = ", ".join(f"{k}={v}" for k, v in values.items())
+        self.get_logger().info(f"parameters changed: {changed} (tracker/device settings apply to targets started from now on)")
+        return SetParametersResult(successful=True)
+
+    def _make_tracker(self, name: str):
+        """A tracker configured from the node's parameters (those its config knows)."""
+        cls = tracker_class(name)
+        known = set(cls.config_class.field_names())
+        overrides = {}
+        for key in TRACKER_OVERRIDES:
+            value = self.param(key)
+            if key not in known or value in ("", None) or (key == "confidence_threshold" and value < 0):
+                continue
+            overrides[key] = value
+        config_file = self.param("tracker_config_file") or None
+        return cls(tracker_config(name, config_file, **overrides))
+
+    # --- images -----------------------------------------------------------------------
+    def _on_image(self, message) -> None:
+        self.frames.append(_stamp_ns(message.header.stamp), message)
+        with self._pending_cv:
+            self.stats["received"] += 1
+            if self._pending is not None:
+                self.stats["dropped"] += 1
+            self._pending = message
+            self._pending_cv.notify()
+
+    def _decode(self, message) -> np.ndarray:
+        if isinstance(message, CompressedImage):
+            return compressed_to_bgr(message.format, message.data)
+        return image_to_bgr(message.encoding, message.height, message.width, message.step, message.data, bool(message.is_bigendian))
+
+    def _log_bad_image(self, error: Exception) -> None:
+        self.stats["bad_images"] += 1
+        now = time.monotonic()
+        if now - self._last_bad_image_log > 5.0:
+            self._last_bad_image_log = now
+            self.get_logger().error(f"image skipped: {error} ({self.stats['bad_images']} so far)")
+
+    def _work(self) -> None:
+        while self._running:
+            with self._pending_cv:
+                while self._pending is None and self._running:
+                    self._pending_cv.wait(timeout=0.5)
+                message, self._pending = self._pending, None
+            if message is None:
+                continue
+            try:
+                self._track(message)
+            except Exception as exc:  # the worker must survive anything a frame does
+                self.get_logger().error(f"frame skipped after an unexpected error: {type(exc).__name__}: {exc}")
+
+    def _track(self, message) -> None:
+        started = time.perf_counter()
+        try:
+            image = self._decode(message)
+        except UnsupportedImageError as exc:
+            self._log_bad_image(exc)
+            return
+        reports = self.targets.update(_stamp_ns(message.header.stamp), image)
+        output = TrackedObjectArray(header=message.header)
+        for report in reports:
+            if report.error:
+                self.get_logger().error(f"target {report.target_id} ({report.tracker_name}) is LOST: tracker failed: {report.error}")
+            result = report.result
+            output.objects.append(
+                TrackedObject(
+                    target_id=report.target_id,
+                    tracker=report.tracker_name,
+                    x=result.box.x, y=result.box.y, width=result.box.w, height=result.box.h,
+                    confidence=float(result.confidence),
+                    state=int(result.state),
+                    processing_time=_duration(result.seconds),
+                )
+            )
+        self.publisher.publish(output)
+        self.stats["processed"] += 1
+        done = time.perf_counter()
+        self._process_times.append(done - started)
+        self._processed_at.append(time.monotonic())
+        stamp_ns = _stamp_ns(message.header.stamp)
+        if stamp_ns > 0:
+            self._latencies.append(self.get_clock().now().nanoseconds / 1e9 - stamp_ns / 1e9)
+        if self.param("publish_debug_image"):
+            self._publish_debug(message.header, image, reports)
+
+    def _publish_debug(self, header, image: np.ndarray, reports) -> None:
+        now = time.monotonic()
+        if now - self._last_debug < 1.0 / self.param("debug_image_max_rate"):
+            return
+        self._last_debug = now
+        canvas = image.copy()
+        for report in reports:
+            draw_track(canvas, report.result.box, report.result.confidence, report.result.state,
+                       f"{report.target_id} {report.tracker_name}")
+        self.debug_publisher.publish(Image(header=header, **bgr_to_image_fields(canvas)))
+
+    # --- services ---------------------------------------------------------------------
+    def _on_init_target(self, request: InitTarget.Request, response: InitTarget.Response) -> InitTarget.Response:
+        box = Box(request.x, request.y, request.width, request.height)
+        wanted_ns = _stamp_ns(request.stamp)
+        try:
+            if not box.is_finite():
+                raise InvalidInputError(f"box has a NaN or infinite value: {box.xywh()}")
+            if wanted_ns == 0:
+                latest = self.frames.latest()
+                if latest is None:
+                    raise TargetError(f"no image received yet on '{self.resolve_topic_name('image')}'")
+                stamped = [latest]
+            else:
+                stamped = self.frames.from_stamp(wanted_ns)
+                if stamped is None:
+                    held = self.frames.stamp_range()
+                    held_text = f"{held[0] / 1e9:.3f}..{held[1] / 1e9:.3f}" if held else "none"
+                    raise TargetError(
+                        f"no image with stamp {wanted_ns / 1e9:.9f} among the last {len(self.frames)} frames "
+                        f"(held: {held_text}); use a recent stamp or 0 for the latest image"
+                    )
+            frames = []
+            for stamp, message in stamped:
+                try:
+                    frames.append((stamp, self._decode(message)))
+                except UnsupportedImageError as exc:
+                    if not frames:
+                        raise TargetError(f"cannot start on that image: {exc}") from None
+            report = self.targets.start(frames, box, request.target_id, request.tracker)
+        except Exception as exc:  # every refusal is answered, logged, and survived
+            response.success = False
+            response.message = str(exc)
+            response.target_id = request.target_id
+            self.get_logger().warning(f"init_target refused: {exc}")
+            return response
+        response.success = True
+        response.target_id = report.target_id
+        response.message = (
+            f"tracking {report.target_id} with {report.tracker_name} from stamp {frames[0][0] / 1e9:.3f}, "
+            f"caught up over {len(frames) - 1} newer frame(s)"
+        )
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_stop_target(self, request: StopTarget.Request, response: StopTarget.Response) -> StopTarget.Response:
+        try:
+            stopped = self.targets.stop(request.target_id)
+        except TargetError as exc:
+            response.success, response.message = False, str(exc)
+            self.get_logger().warning(f"stop_target refused: {exc}")
+            return response
+        response.success = True
+        response.message = f"stopped {', '.join(stopped) if stopped else 'nothing (no targets)'}"
+        self.get_logger().info(response.message)
+        return response
+
+    # --- diagnostics ------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        recent = [t for t in self._processed_at if now - t <= 5.0]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        latencies = np.array(self._latencies) if self._latencies else np.array([np.nan])
+        process = np.array(self._process_times) if self._process_times else np.array([np.nan])
+        reports = self.targets.reports()
+        values = {
+            "fps": f"{fps:.2f}",
+            "frames_received": str(self.stats["received"]),
+            "frames_processed": str(self.stats["processed"]),
+            "frames_dropped": str(self.stats["dropped"]),
+            "images_rejected": str(self.stats["bad_images"]),
+            "latency_p50_ms": f"{np.nanpercentile(latencies, 50) * 1e3:.1f}" if self._latencies else "nan",
+            "latency_p95_ms": f"{np.nanpercentile(latencies, 95) * 1e3:.1f}" if self._latencies else "nan",
+            "processing_p50_ms": f"{np.nanpercentile(process, 50) * 1e3:.1f}" if self._process_times else "nan",
+            "targets": str(len(reports)),
+        }
+        for report in reports:
+            values[f"target/{report.target_id}"] = (
+                f"{report.tracker_name} {TrackState(report.result.state).name} {report.result.confidence:.2f}"
+            )
+        lost = [r.target_id for r in reports if r.result.state == TrackState.LOST]
+        level = DiagnosticStatus.WARN if lost else DiagnosticStatus.OK
+        status = DiagnosticStatus(
+            level=level,
+            name=f"{self.get_fully_qualified_name()}: tracking",
+            hardware_id="vtrack",
+            message=f"lost: {', '.join(lost)}" if lost else f"{len(reports)} target(s), {fps:.1f} fps",
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        diagnostics = DiagnosticArray(status=[status])
+        diagnostics.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_publisher.publish(diagnostics)
+
+    def destroy_node(self) -> None:
+        self._running = False
+        worker = getattr(self, "_worker", None)  # absent when __init__ refused the settings
+        if worker is not None:
+            with self._pending_cv:
+                self._pending_cv.notify_all()
+            worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        node = TrackerNode()
+    except (ConfigError, ValueError, KeyError) as exc:
+        print(f"tracker_node: cannot start: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
