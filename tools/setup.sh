@@ -132,7 +132,9 @@ fi
 setup_hash=$(inputs_hash "$ROOT/setup.py" "$ROOT/tools/setup.sh")
 if ! stamp_ok package "$setup_hash"; then
   log "installing vtrack (editable) and its console scripts"
-  pip_install --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
+  mkdir -p "$ROOT/build"
+  pip_install --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat \
+    >"$ROOT/build/pip-editable.log" 2>&1 || { cat "$ROOT/build/pip-editable.log"; exit 1; }
   # Generated interfaces on sys.path (after the source tree, see above).
   echo "$PREFIX/lib/python$PYVER/site-packages" >"$SITE/vtrack_ros_interfaces.pth"
   # ROS environment for every process of this venv, activated or not: the ament index

@@ -1,0 +1,275 @@
+"""`vtrack` command line: track one video / sequence, evaluate trackers on a dataset, list trackers.
+
+    vtrack list
+    vtrack track --tracker csrt --video walk.mp4 --init 10,20,40,80 --out out/walk
+    vtrack track --tracker kcf --sequence datasets/dev/Couple --out out/couple
+    vtrack eval --trackers csrt kcf --dataset datasets/dev --max-frames 100 --out out/dev
+
+Mistakes a user can make (unknown tracker, bad box or setting, missing input) end with a
+one-line message on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .boxes import Box
+    from .video import FrameSource
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs; printed without a traceback."""
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
+    from .eval.datasets import DatasetError
+    from .registry import UnknownTrackerError
+    from .tracker import InvalidInputError
+    from .video import FrameSourceError
+
+    return (UsageError, ConfigError, DatasetError, UnknownTrackerError, InvalidInputError, FrameSourceError)
+
+
+# --- argument helpers ---------------------------------------------------------------------
+def _parse_box(text: str):
+    from .boxes import Box
+
+    try:
+        box = Box.parse(text)
+    except ValueError as error:
+        raise UsageError(f"--init: {error}") from None
+    if not box.is_valid():
+        raise UsageError(f"--init: box needs finite values and a positive width and height, got {text!r}")
+    return box
+
+
+def _split_setting(text: str, option: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"{option}: expected key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _track_overrides(settings: list[str]) -> dict[str, str]:
+    return dict(_split_setting(s, "--set") for s in settings)
+
+
+def _eval_overrides(settings: list[str], trackers: list[str]) -> dict[str, dict[str, str]]:
+    """NAME.key=value -> {NAME: {key: value}}; a bare key=value applies to every tracker."""
+    overrides: dict[str, dict[str, str]] = {}
+    for text in settings:
+        key, value = _split_setting(text, "--set")
+        name, dot, field = key.partition(".")
+        if not dot:
+            for tracker in trackers:
+                overrides.setdefault(tracker, {})[key] = value
+            continue
+        if name not in trackers:
+            raise UsageError(
+                f"--set {text}: tracker {name!r} is not among --trackers ({', '.join(trackers)})"
+            )
+        overrides.setdefault(name, {})[field] = value
+    return overrides
+
+
+def _set_threads(threads: int) -> None:
+    """Pin OpenCV and torch to `threads`: single-thread numbers are what we compare."""
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import cv2
+
+    cv2.setNumThreads(threads)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+# --- commands -----------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from .registry import available_trackers
+
+    for name in available_trackers():
+        print(name)
+    return 0
+
+
+def _ground_truth_start(source: FrameSource) -> tuple[int, Box]:
+    """(frame, box) of a sequence's first valid ground truth: where eval would start too."""
+    from .boxes import Box
+    from .eval.metrics import valid_ground_truth
+
+    if source.ground_truth is None:
+        raise UsageError("--init x,y,w,h is required: this input has no ground truth to start from")
+    valid = valid_ground_truth(source.ground_truth).nonzero()[0]
+    if len(valid) == 0:
+        raise UsageError(f"{source.path}: no frame has a valid ground-truth box; give --init")
+    start = int(valid[0])
+    return start, Box.from_xywh(source.ground_truth[start])
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from .registry import create_tracker, tracker_config
+    from .tracker import TrackState
+    from .video import BoxesWriter, OverlayWriter, draw_track, open_source
+
+    log = logging.getLogger("vtrack.track")
+    init_box = _parse_box(args.init) if args.init else None
+    overrides = _track_overrides(args.set)
+    tracker_config(args.tracker, args.config, **overrides)  # typos fail before the slow imports
+    source_path = args.video if args.video is not None else args.sequence
+    out = Path(args.out)
+    with open_source(source_path) as source:
+        start, init_box = (0, init_box) if init_box is not None else _ground_truth_start(source)
+        _set_threads(args.threads)
+        tracker = create_tracker(args.tracker, args.config, **overrides)
+        frames = updates = failures = 0
+        seconds = 0.0
+        overlay_writer = OverlayWriter(out / "overlay.mp4", source.fps)
+        with overlay_writer as overlay, BoxesWriter(out / "boxes.txt") as boxes:
+            for index, frame in source:
+                if args.max_frames is not None and index >= args.max_frames:
+                    break
+                frames += 1
+                if index < start:
+                    boxes.write(None)
+                    overlay.write(draw_track(frame.copy(), None, None, None, args.tracker))
+                    continue
+                if index == start:
+                    tracker.init(frame, init_box)  # a bad box raises InvalidInputError -> exit 2
+                    box, confidence, state = tracker.box, 1.0, TrackState.INITIALIZING
+                else:
+                    try:
+                        result = tracker.update(frame)
+                    except Exception as error:  # noqa: BLE001 - keep the video going, as eval does
+                        failures += 1
+                        log.warning("frame %d: %s: %s", index, type(error).__name__, error)
+                        boxes.write(None)
+                        overlay.write(draw_track(frame.copy(), None, None, None, args.tracker))
+                        continue
+                    box, confidence, state = result.box, result.confidence, result.state
+                    updates += 1
+                    seconds += result.seconds
+                boxes.write(box, confidence, state)
+                overlay.write(draw_track(frame.copy(), box, confidence, state, args.tracker))
+    if frames == 0:
+        raise UsageError(f"{source_path}: no frames")
+    if frames <= start:
+        raise UsageError(f"{source_path}: the init frame {start} is beyond the {frames} frame(s) read")
+    fps = f"{updates / seconds:.1f} fps" if seconds > 0 else "fps n/a"
+    print(
+        f"{args.tracker}: {frames} frames ({updates} updates"
+        f"{f', {failures} failed' if failures else ''}) in {seconds:.2f} s of tracking: {fps}"
+    )
+    print(f"wrote {out / 'overlay.mp4'} and {out / 'boxes.txt'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.datasets import load_dataset
+    from .eval.report import format_table, make_report
+    from .eval.runner import run_benchmark
+    from .registry import tracker_config
+
+    trackers = list(dict.fromkeys(args.trackers))
+    overrides = _eval_overrides(args.set, trackers)
+    for name in trackers:  # fail on typos before loading anything
+        tracker_config(name, args.config, **overrides.get(name, {}))
+    sequences = [s.head(args.max_frames) for s in load_dataset(args.dataset, args.sequences)]
+    _set_threads(args.threads)
+    out = Path(args.out)
+    started = time.perf_counter()
+    run_benchmark(
+        trackers, sequences, out, overrides=overrides, config_file=args.config,
+        resume=not args.no_resume, progress=not args.no_progress,
+    )
+    # Scored from the files, not the in-memory results, so a resumed run reports the same numbers.
+    summary = make_report(out, trackers, sequences, title=Path(args.dataset).name)
+    print(format_table(summary))
+    elapsed = time.perf_counter() - started
+    print(f"\n{len(trackers)} tracker(s) x {len(sequences)} sequence(s) in {elapsed:.1f} s; "
+          f"wrote {out / 'summary.json'}, {out / 'success.png'}, {out / 'precision.png'}")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vtrack", description="Visual object tracking: run and evaluate trackers."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("list", help="print the available trackers").set_defaults(func=cmd_list)
+
+    track = sub.add_parser("track", help="track one target through a video or a sequence folder")
+    track.add_argument("--tracker", required=True, help="tracker name (see `vtrack list`)")
+    source = track.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="video file")
+    source.add_argument("--sequence", help="OTB / GOT-10k sequence folder, or a folder of images")
+    track.add_argument(
+        "--init", help="initial box x,y,w,h in pixels (default for a sequence: its ground truth)"
+    )
+    track.add_argument("--max-frames", type=_positive, help="stop after this many frames")
+    track.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="tracker config override"
+    )
+    track.add_argument("--config", help="YAML file of tracker settings (section per tracker name)")
+    track.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (default 1)")
+    track.add_argument("--out", required=True, help="folder for overlay.mp4 and boxes.txt")
+    track.set_defaults(func=cmd_track)
+
+    ev = sub.add_parser("eval", help="one-pass evaluation of trackers on a dataset")
+    ev.add_argument("--trackers", nargs="+", required=True, metavar="NAME")
+    ev.add_argument("--dataset", required=True, help="OTB- or GOT-10k-layout folder")
+    ev.add_argument("--sequences", nargs="+", metavar="SEQ", help="only these sequences")
+    ev.add_argument("--max-frames", type=_positive, help="only the first N frames of each sequence")
+    ev.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE",
+                    help="config override for one tracker (KEY=VALUE alone: for all)")
+    ev.add_argument("--config", help="YAML file of tracker settings (section per tracker name)")
+    ev.add_argument("--out", required=True, help="folder for results/, summary.json and plots")
+    ev.add_argument("--no-resume", action="store_true", help="rerun sequences that already have results")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (default 1)")
+    ev.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed the usage message
+        return int(exit_.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="vtrack: %(levelname)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except _expected_errors() as error:
+        print(f"vtrack {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vtrack: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Score saved results: per-sequence and overall metrics, summary.json, a table and plots.
+
+Overall AUC / precision / normalized precision are the mean over sequences (each sequence
+weighs the same, as in the OTB toolkit, so one long sequence cannot dominate); overall fps
+is total updated frames / total update seconds, i.e. the real throughput of the whole run.
+The overall curves in the plots are the mean of the per-sequence curves, so the AUC in a
+legend is the same number as in summary.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from . import metrics
+from .datasets import Sequence
+from .runner import SequenceResult, load_result, tracker_results_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SequenceEvaluation:
+    scores: metrics.Scores
+    updated_frames: int
+    update_seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.updated_frames / self.update_seconds if self.update_seconds > 0 else float("nan")
+
+
+Evaluation = dict[str, dict[str, SequenceEvaluation]]  # tracker -> sequence -> evaluation
+
+
+def evaluate_result(result: SequenceResult, sequence: Sequence) -> SequenceEvaluation:
+    """Metrics of one result against the ground truth it was run on."""
+    if len(result) != len(sequence):
+        raise ValueError(f"{sequence.name}: {len(result)} result rows for {len(sequence)} frames")
+    scores = metrics.score(result.boxes, sequence.ground_truth)
+    return SequenceEvaluation(scores, result.updated_frames, result.update_seconds)
+
+
+def evaluate(
+    out_dir: str | Path,
+    tracker_names: Iterable[str],
+    sequences: list[Sequence],
+    results: Mapping[str, Mapping[str, SequenceResult]] | None = None,
+) -> Evaluation:
+    """Evaluate each tracker on each sequence, from `results` or else from OUT/results/.
+
+    Sequences must be cut as they were run (`Sequence.head(max_frames)`); a sequence without
+    a complete saved result is left out with a warning rather than scored as a failure.
+    """
+    evaluation: Evaluation = {}
+    for name in tracker_names:
+        evaluation[name] = {}
+        for sequence in sequences:
+            result = (results or {}).get(name, {}).get(sequence.name)
+            if result is None:
+                result = load_result(tracker_results_dir(out_dir, name), sequence.name, len(sequence))
+            if result is None:
+                log.warning("%s/%s: no complete result in %s; left out", name, sequence.name, out_dir)
+                continue
+            evaluation[name][sequence.name] = evaluate_result(result, sequence)
+    return evaluation
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN: an undefined value (no scored frames, no timing) becomes null."""
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def overall(per_sequence: Mapping[str, SequenceEvaluation]) -> dict[str, float]:
+    """Means over sequences of the scores; fps as total frames over total seconds."""
+    evals = list(per_sequence.values())
+    frames = sum(e.updated_frames for e in evals)
+    seconds = sum(e.update_seconds for e in evals)
+    return {
+        "auc": _mean([e.scores.auc for e in evals]),
+        "precision": _mean([e.scores.precision for e in evals]),
+        "norm_precision": _mean([e.scores.norm_precision for e in evals]),
+        "fps": frames / seconds if seconds > 0 else float("nan"),
+    }
+
+
+def mean_curves(per_sequence: Mapping[str, SequenceEvaluation]) -> dict[str, np.ndarray]:
+    """Success / precision / normalized-precision curves averaged over sequences."""
+    def stack(attr: str, size: int) -> np.ndarray:
+        curves = [getattr(e.scores, attr) for e in per_sequence.values()]
+        curves = [c for c in curves if np.isfinite(c).all()]  # sequences with nothing scored
+        return np.mean(curves, axis=0) if curves else np.full(size, np.nan)
+
+    return {
+        "success": stack("success_curve", len(metrics.IOU_THRESHOLDS)),
+        "precision": stack("precision_curve", len(metrics.CENTER_ERROR_THRESHOLDS)),
+        "norm_precision": stack("norm_precision_curve", len(metrics.NORM_CENTER_ERROR_THRESHOLDS)),
+    }
+
+
+def summarize(evaluation: Evaluation) -> dict[str, Any]:
+    """The summary.json structure: {"trackers": {name: {auc, precision, norm_precision, fps, sequences}}}."""
+    trackers: dict[str, Any] = {}
+    for name, per_sequence in evaluation.items():
+        entry: dict[str, Any] = {k: _number(v) for k, v in overall(per_sequence).items()}
+        entry["sequences"] = {
+            seq: {
+                "auc": _number(e.scores.auc),
+                "precision": _number(e.scores.precision),
+                "norm_precision": _number(e.scores.norm_precision),
+                "fps": _number(e.fps),
+            }
+            for seq, e in per_sequence.items()
+        }
+        trackers[name] = entry
+    return {"trackers": trackers}
+
+
+def write_summary(summary: Mapping[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """Sequences as rows (overall last), trackers side by side with AUC / P@20 / NP / FPS."""
+    trackers = summary["trackers"]
+    names = list(trackers)
+    sequences: list[str] = []
+    for entry in trackers.values():
+        sequences.extend(s for s in entry["sequences"] if s not in sequences)
+    columns = [("auc", "AUC", "{:.3f}"), ("precision", "P@20", "{:.3f}"),
+               ("norm_precision", "NP", "{:.3f}"), ("fps", "FPS", "{:.1f}")]
+    cell = 7
+    group = len(columns) * (cell + 1) - 1
+    seq_width = max([len("sequence"), len("overall")] + [len(s) for s in sequences])
+
+    def fmt(value: float | None, pattern: str) -> str:
+        return ("-" if value is None else pattern.format(value)).rjust(cell)
+
+    def row(label: str, values: list[Mapping[str, Any] | None]) -> str:
+        parts = [label.ljust(seq_width)]
+        for v in values:
+            parts.append(" ".join(fmt(None if v is None else v.get(key), pat) for key, _, pat in columns))
+        return " | ".join(parts)
+
+    headers = " ".join(h.rjust(cell) for _, h, _ in columns)
+    lines = [
+        " | ".join([" " * seq_width] + [n[:group].center(group) for n in names]),
+        " | ".join(["sequence".ljust(seq_width)] + [headers] * len(names)),
+    ]
+    lines.append("-" * len(lines[1]))
+    for seq in sequences:
+        lines.append(row(seq, [trackers[n]["sequences"].get(seq) for n in names]))
+    lines.append("-" * len(lines[1]))
+    lines.append(row("overall", [trackers[n] for n in names]))
+    return "\n".join(lines)
+
+
+def plot_curves(evaluation: Evaluation, out_dir: str | Path, title: str = "OPE") -> list[Path]:
+    """success.png and precision.png with every tracker, best first in the legend (as OTB plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves = {name: mean_curves(per_seq) for name, per_seq in evaluation.items() if per_seq}
+    plots = [
+        ("success.png", "success", metrics.IOU_THRESHOLDS, "Overlap threshold (IoU)", "Success rate",
+         f"Success plots of {title}", lambda c: float(np.mean(c)), "AUC"),
+        ("precision.png", "precision", metrics.CENTER_ERROR_THRESHOLDS, "Location error threshold (px)",
+         "Precision", f"Precision plots of {title}",
+         lambda c: float(c[int(metrics.PRECISION_PIXELS)]), "P@20"),
+    ]
+    written = []
+    for filename, key, thresholds, xlabel, ylabel, plot_title, scalar, score_name in plots:
+        fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+        ranked = sorted(curves.items(), key=lambda item: -np.nan_to_num(scalar(item[1][key]), nan=-1.0))
+        for name, c in ranked:
+            ax.plot(thresholds, c[key], linewidth=2, label=f"{name} [{scalar(c[key]):.3f}]")
+        ax.set(xlim=(thresholds[0], thresholds[-1]), ylim=(0, 1.02), xlabel=xlabel, ylabel=ylabel,
+               title=plot_title)
+        ax.grid(True, alpha=0.3)
+        if ranked:
+            ax.legend(loc="lower left" if key == "success" else "lower right", title=score_name, fontsize=9)
+        fig.tight_layout()
+        path = out_dir / filename
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def make_report(
+    out_dir: str | Path,
+    tracker_names: Iterable[str],
+    sequences: list[Sequence],
+    results: Mapping[str, Mapping[str, SequenceResult]] | None = None,
+    title: str = "OPE",
+) -> dict[str, Any]:
+    """Evaluate, write OUT/summary.json, success.png, precision.png; return the summary."""
+    evaluation = evaluate(out_dir, list(tracker_names), sequences, results)
+    summary = summarize(evaluation)
+    write_summary(summary, Path(out_dir) / "summary.json")
+    plot_curves(evaluation, out_dir, title)
+    return summary
