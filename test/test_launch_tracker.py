@@ -1,0 +1,71 @@
+"""launch_testing test of launch/tracker.launch.py, for machines with a ROS 2 install
+(colcon test). Where launch_testing is absent (the pip/venv set-up: `launch` is not on
+PyPI) it is skipped; tracker_node itself is tested as a real process in
+test_tracker_node.py either way."""
+import os
+import unittest
+
+import pytest
+
+launch_testing = pytest.importorskip(
+    "launch_testing", reason="launch_testing is not installed (needs a ROS 2 Jazzy/Kilted install)"
+)
+import launch  # noqa: E402
+import launch_testing.actions  # noqa: E402
+import rclpy  # noqa: E402
+from ament_index_python.packages import get_package_share_directory  # noqa: E402
+from launch.actions import IncludeLaunchDescription  # noqa: E402
+from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+
+from vtrack_ros.srv import InitTarget, StopTarget  # noqa: E402
+
+
+@pytest.mark.launch_test
+def generate_test_description():
+    launch_file = os.path.join(get_package_share_directory("vtrack_ros"), "launch", "tracker.launch.py")
+    return launch.LaunchDescription([
+        IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(launch_file),
+            launch_arguments={"tracker": "kcf", "image": "/launch_test/image", "namespace": "lt"}.items(),
+        ),
+        launch_testing.actions.ReadyToTest(),
+    ])
+
+
+class TestTrackerLaunch(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        rclpy.init()
+        cls.node = rclpy.create_node("launch_test_client")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.node.destroy_node()
+        rclpy.shutdown()
+
+    def test_services_come_up_and_refuse_a_bad_box(self):
+        init = self.node.create_client(InitTarget, "/lt/tracker_node/init_target")
+        stop = self.node.create_client(StopTarget, "/lt/tracker_node/stop_target")
+        self.assertTrue(init.wait_for_service(timeout_sec=30.0))
+        self.assertTrue(stop.wait_for_service(timeout_sec=10.0))
+        future = init.call_async(InitTarget.Request(x=1.0, y=1.0, width=0.0, height=5.0))
+        rclpy.spin_until_future_complete(self.node, future, timeout_sec=10.0)
+        self.assertFalse(future.result().success)
+
+    def test_image_remap_and_parameters(self):
+        subscribers = []
+        for _ in range(100):
+            subscribers = self.node.get_subscriptions_info_by_topic("/launch_test/image")
+            if subscribers:
+                break
+            rclpy.spin_once(self.node, timeout_sec=0.1)
+        self.assertTrue(subscribers, "tracker_node does not subscribe to the remapped image topic")
+        publishers = self.node.get_publishers_info_by_topic("/lt/tracker_node/tracked_objects")
+        self.assertTrue(publishers)
+        self.assertEqual(publishers[0].topic_type, "vtrack_ros/msg/TrackedObjectArray")
+
+
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    def test_exit_code(self, proc_info):
+        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15])
