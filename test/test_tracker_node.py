@@ -193,3 +193,93 @@ def test_latest_frame_wins_under_a_burst(tracker_node, sequence):
     processed = len([s for s in stamps if s > frame_stamp_ns(0)])
     print(f"burst of {len(images)} frames: {processed} tracked, {len(images) - processed} dropped")
     assert processed <= len(images)
+
+
+def test_camera_rate_reports_drops_and_still_tracks(tracker_node, sequence):
+    """At 30 Hz without waiting for the tracker (a real camera), the node reports what it
+    dropped; the robot sees the last published box for a dropped frame, scored that way."""
+    import time
+
+    images = [sequence.image(i) for i in range(len(sequence))]
+    gt = sequence.ground_truth
+    tracker_node.publish(images[0], frame_stamp_ns(0))
+    assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0)).success
+    period = 1 / 30
+    next_time = time.monotonic()
+    for index in range(1, len(images)):
+        tracker_node.publish(images[index], frame_stamp_ns(index), wait=False)
+        next_time += period
+        tracker_node.wait_for(lambda: time.monotonic() >= next_time, 1.0)
+    last = frame_stamp_ns(len(images) - 1)
+    tracker_node.wait_for(lambda: tracker_node.result_for(last) is not None, 5.0)
+
+    by_stamp = {stamp_ns(m.header.stamp): m for m in tracker_node.results}
+    held = np.full((len(images), 4), np.nan)
+    held[0] = gt[0]
+    tracked = 0
+    for index in range(1, len(images)):
+        message = by_stamp.get(frame_stamp_ns(index))
+        if message is not None and message.objects:
+            obj = message.objects[0]
+            held[index] = (obj.x, obj.y, obj.width, obj.height)
+            tracked += 1
+        else:
+            held[index] = held[index - 1]
+    dropped = len(images) - 1 - tracked
+    auc = score(held, gt).auc
+    print(f"Couple csrt at 30 Hz: {tracked} tracked, {dropped} dropped, AUC (last box held) {auc:.4f}")
+    assert tracked > 0.3 * (len(images) - 1)
+    assert auc > 0.25
+
+
+@pytest.mark.parametrize("tracker_node", [["-p", "publish_debug_image:=true", "-p", "debug_image_max_rate:=100.0",
+                                           "-p", "diagnostics_period:=0.2"]], indirect=True)
+def test_debug_image_and_diagnostics(tracker_node, sequence):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    debug, diagnostics = [], []
+    tracker_node.node.create_subscription(Image, "/tracker_node/debug_image", debug.append, 10)
+    tracker_node.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    tracker_node.publish(sequence.image(0), frame_stamp_ns(0))
+    assert tracker_node.init(*sequence.ground_truth[0], target_id="couple").success
+    for index in range(1, 6):
+        tracker_node.publish(sequence.image(index), frame_stamp_ns(index))
+    assert tracker_node.wait_for(lambda: any(stamp_ns(d.header.stamp) == frame_stamp_ns(5) for d in debug) and any(
+        kv.key == "target/couple" for d in diagnostics for s in d.status for kv in s.values), 10.0)
+    image = next(d for d in debug if stamp_ns(d.header.stamp) == frame_stamp_ns(5))
+    assert (image.width, image.height, image.encoding) == (sequence.image(0).shape[1], sequence.image(0).shape[0], "bgr8")
+    assert image.header.frame_id == "camera"
+    plain = sequence.image(5)
+    drawn = np.frombuffer(image.data, np.uint8).reshape(plain.shape)
+    assert not np.array_equal(drawn, plain)  # the box is drawn ...
+    assert (drawn != plain).any(axis=2).mean() < 0.2  # ... on the real frame
+    values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+    assert {"fps", "frames_received", "frames_processed", "frames_dropped", "latency_p50_ms", "latency_p95_ms"} <= set(values)
+    assert int(values["frames_processed"]) >= 5
+    assert values["target/couple"].startswith("csrt ")
+
+
+@pytest.mark.parametrize("tracker_node", [["-p", "image_transport:=compressed"]], indirect=True)
+def test_compressed_transport(tracker_node, sequence):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    from node_harness import to_time
+
+    publisher = tracker_node.node.create_publisher(CompressedImage, "/cam/image/compressed", 10)
+    assert tracker_node.wait_for(lambda: publisher.get_subscription_count() > 0, 10.0)
+
+    def send(index):
+        message = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", sequence.image(index))[1].tobytes())
+        message.header.stamp = to_time(frame_stamp_ns(index))
+        message.header.frame_id = "camera"
+        publisher.publish(message)
+        tracker_node.wait_for(lambda: tracker_node.result_for(frame_stamp_ns(index)) is not None, 10.0)
+        return tracker_node.result_for(frame_stamp_ns(index))
+
+    assert send(0) is not None
+    assert tracker_node.init(*sequence.ground_truth[0], stamp=frame_stamp_ns(0)).success
+    output = send(1)
+    (obj,) = output.objects
+    assert Box(obj.x, obj.y, obj.width, obj.height).iou(Box.from_xywh(sequence.ground_truth[1])) > 0.5

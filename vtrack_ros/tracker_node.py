@@ -108,10 +108,13 @@ class TrackerNode(Node):
             history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability, durability=DurabilityPolicy.VOLATILE
         )
         image_group = MutuallyExclusiveCallbackGroup()
+        # Like image_transport: remapping the base topic `image` moves `image/compressed` too.
+        self.image_topic = self.resolve_topic_name("image")
         if transport == "compressed":
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos, callback_group=image_group)
+            self.image_topic += "/compressed"
+            self.create_subscription(CompressedImage, self.image_topic, self._on_image, qos, callback_group=image_group)
         else:
-            self.create_subscription(Image, "image", self._on_image, qos, callback_group=image_group)
+            self.create_subscription(Image, self.image_topic, self._on_image, qos, callback_group=image_group)
         service_group = ReentrantCallbackGroup()
         self.create_service(InitTarget, "~/init_target", self._on_init_target, callback_group=service_group)
         self.create_service(StopTarget, "~/stop_target", self._on_stop_target, callback_group=service_group)
@@ -120,7 +123,7 @@ class TrackerNode(Node):
         self._worker = threading.Thread(target=self._work, name="tracking", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"tracking on '{self.resolve_topic_name('image' if transport == 'raw' else 'image/compressed')}' "
+            f"tracking on '{self.image_topic}' "
             f"with '{self.param('tracker')}' (available: {', '.join(available_trackers())}); "
             f"call {self.get_fully_qualified_name()}/init_target to start"
         )
@@ -264,7 +267,7 @@ class TrackerNode(Node):
             if wanted_ns == 0:
                 latest = self.frames.latest()
                 if latest is None:
-                    raise TargetError(f"no image received yet on '{self.resolve_topic_name('image')}'")
+                    raise TargetError(f"no image received yet on '{self.image_topic}'")
                 stamped = [latest]
             else:
                 stamped = self.frames.from_stamp(wanted_ns)
