@@ -25,6 +25,7 @@ setup(
             "tracker_node = vtrack_ros.tracker_node:main",
             "video_publisher = vtrack_ros.video_publisher:main",
             "vtrack-init = vtrack_ros.init_client:main",
+            "vtrack-demo = vtrack_ros.demo:main",
         ],
     },
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,14 @@ from ros_helpers import fresh_domain_id
 from vtrack_ros.msg import TrackedObjectArray
 from vtrack_ros.srv import InitTarget, StopTarget
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = REPO_ROOT / ".venv" / "bin"
+
+
+def tracker_node_command() -> list[str]:
+    """The console script beside this interpreter (the venv's), else the module (a colcon
+    install, where the executable lives in lib/vtrack_ros)."""
+    script = Path(sys.executable).parent / "tracker_node"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vtrack_ros.tracker_node"]
+
 STAMP_ZERO_NS = 1_000 * 1_000_000_000  # synthetic stamps: frame i at 1000 s + i / 30 s
 
 
@@ -61,7 +68,7 @@ class NodeUnderTest:
         env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain_id), PYTHONUNBUFFERED="1")
         self.log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "tracker_node"), "--ros-args", "-r", f"image:={self.image_topic}",
+            [*tracker_node_command(), "--ros-args", "-r", f"image:={self.image_topic}",
              "-p", "qos_reliability:=reliable", *self.node_args],
             env=env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -110,3 +110,20 @@ def test_box_partly_outside_is_clipped(image):
     tracker = create_tracker("csrt")
     tracker.init(image, Box(-10, -10, 40, 40))
     assert tracker.box == Box(0, 0, 30, 30)
+
+
+def test_device_choice():
+    import torch
+
+    from vtrack_core.device import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="auto, cpu, cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda:0")
+    else:
+        with pytest.raises(ConfigError, match="only"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")

@@ -126,14 +126,14 @@ def test_bad_requests_are_refused_and_the_node_keeps_serving(tracker_node, seque
     # Images the node cannot use are skipped and logged, never fatal.
     mono16 = bgr_message(sequence.image(1), frame_stamp_ns(1))
     mono16.encoding, mono16.step = "mono16", mono16.width * 2
-    tracker_node.publish_message(mono16)
     truncated = bgr_message(sequence.image(2), frame_stamp_ns(2))
     truncated.data = bytes(truncated.data[:100])
-    tracker_node.publish_message(truncated)
     weird = bgr_message(sequence.image(3), frame_stamp_ns(3))
     weird.encoding = "bayer_nonsense"
-    tracker_node.publish_message(weird)
-    assert tracker_node.wait_for(lambda: "16-bit images (mono16) are not supported" in tracker_node.log(), 10.0), tracker_node.log()
+    for message, logged in ((mono16, "16-bit images (mono16) are not supported"), (truncated, "image data too short"),
+                            (weird, "unknown image encoding 'bayer_nonsense'")):
+        tracker_node.publish_message(message)
+        assert tracker_node.wait_for(lambda: logged in tracker_node.log(), 10.0), tracker_node.log()
 
     # Still serving: a good request and a good frame work.
     ok = tracker_node.init(*sequence.ground_truth[0], stamp=frame_stamp_ns(0))
@@ -195,11 +195,14 @@ def test_latest_frame_wins_under_a_burst(tracker_node, sequence):
     assert processed <= len(images)
 
 
-def test_camera_rate_reports_drops_and_still_tracks(tracker_node, sequence):
+def test_camera_rate_reports_drops_and_still_tracks(tracker_node, dev_dataset_dir):
     """At 30 Hz without waiting for the tracker (a real camera), the node reports what it
-    dropped; the robot sees the last published box for a dropped frame, scored that way."""
+    dropped; the robot sees the last published box for a dropped frame, scored that way.
+    Crossing: a sequence CSRT tracks robustly (offline AUC 0.77), so drops alone must not
+    lose it."""
     import time
 
+    sequence = load_dataset(dev_dataset_dir, names=["Crossing"])[0]
     images = [sequence.image(i) for i in range(len(sequence))]
     gt = sequence.ground_truth
     tracker_node.publish(images[0], frame_stamp_ns(0))
@@ -227,9 +230,11 @@ def test_camera_rate_reports_drops_and_still_tracks(tracker_node, sequence):
             held[index] = held[index - 1]
     dropped = len(images) - 1 - tracked
     auc = score(held, gt).auc
-    print(f"Couple csrt at 30 Hz: {tracked} tracked, {dropped} dropped, AUC (last box held) {auc:.4f}")
+    print(f"Crossing csrt at 30 Hz: {tracked} tracked, {dropped} dropped, AUC (last box held) {auc:.4f}")
+    stamps = [stamp_ns(m.header.stamp) for m in tracker_node.results]
+    assert stamps == sorted(stamps) and set(stamps) <= {frame_stamp_ns(i) for i in range(len(images))}
     assert tracked > 0.3 * (len(images) - 1)
-    assert auc > 0.25
+    assert auc > 0.5
 
 
 @pytest.mark.parametrize("tracker_node", [["-p", "publish_debug_image:=true", "-p", "debug_image_max_rate:=100.0",

@@ -93,7 +93,7 @@ class TrackerNode(Node):
         self._latencies: deque[float] = deque(maxlen=300)
         self._process_times: deque[float] = deque(maxlen=300)
         self._processed_at: deque[float] = deque(maxlen=300)
-        self._last_bad_image_log = 0.0
+        self._last_bad_image_log: dict[str, float] = {}
         self._last_debug = 0.0
 
         self.publisher = self.create_publisher(TrackedObjectArray, "~/tracked_objects", 10)
@@ -193,10 +193,13 @@ class TrackerNode(Node):
         return image_to_bgr(message.encoding, message.height, message.width, message.step, message.data, bool(message.is_bigendian))
 
     def _log_bad_image(self, error: Exception) -> None:
+        """Each kind of problem is logged at most every 5 s: a camera with the wrong encoding
+        must not flood the log, but a second, different problem must still show."""
         self.stats["bad_images"] += 1
+        kind = str(error)[:32]
         now = time.monotonic()
-        if now - self._last_bad_image_log > 5.0:
-            self._last_bad_image_log = now
+        if now - self._last_bad_image_log.get(kind, -1e9) > 5.0:
+            self._last_bad_image_log[kind] = now
             self.get_logger().error(f"image skipped: {error} ({self.stats['bad_images']} so far)")
 
     def _work(self) -> None:

@@ -1,0 +1,402 @@
+"""`video_publisher`: play a video file or an OTB / image folder as a camera.
+
+Publishes `image` (sensor_msgs/Image) and `camera_info` (sensor_msgs/CameraInfo, size and
+frame_id only: a file has no calibration) so the tracker node can be run, demonstrated and
+tested without a camera.  Two pacing modes:
+
+* fixed rate (default): one frame every 1/`rate` seconds;
+* lockstep (`lockstep_topic` set): the next frame goes out as soon as a message with the
+  stamp of the previous frame arrives on that topic (e.g. the tracker's output), or after
+  `lockstep_timeout` seconds, so a slow tracker sees every frame and a fast one is not held
+  back by an arbitrary rate.
+
+With `stamp_mode: sequence` the stamps are synthetic, `stamp_start + k / rate` for source
+frame k, so a test or an evaluation can map a stamp back to its frame index exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import array
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+# encoding -> (OpenCV conversion from BGR or None, channels)
+ENCODINGS: dict[str, tuple[int | None, int]] = {}
+
+
+def _encodings() -> dict[str, tuple[int | None, int]]:
+    """Filled lazily so that importing this module does not need OpenCV."""
+    if not ENCODINGS:
+        import cv2
+
+        ENCODINGS.update(
+            {
+                "bgr8": (None, 3),
+                "rgb8": (cv2.COLOR_BGR2RGB, 3),
+                "mono8": (cv2.COLOR_BGR2GRAY, 1),
+                "bgra8": (cv2.COLOR_BGR2BGRA, 4),
+                "rgba8": (cv2.COLOR_BGR2RGBA, 4),
+            }
+        )
+    return ENCODINGS
+
+
+class UsageError(ValueError):
+    """A bad parameter or an unreadable source: reported in one line, exit code 2."""
+
+
+@dataclass
+class Settings:
+    """The node's parameters, checked once at start-up."""
+
+    source: str
+    rate: float = 30.0
+    loop: bool = False
+    wait_for_subscribers: int = 0
+    lockstep_topic: str = ""
+    lockstep_timeout: float = 1.0
+    start_frame: int = 0
+    max_frames: int = 0
+    hold_first_frame: float = 0.0
+    qos_reliability: str = "reliable"
+    qos_depth: int = 10
+    frame_id: str = "camera"
+    encoding: str = "bgr8"
+    stamp_mode: str = "now"
+    stamp_start: float = 1.0
+
+    def check(self) -> None:
+        if not self.source:
+            raise UsageError("parameter 'source' is required: a video file or an image-sequence folder")
+        if not self.rate > 0:
+            raise UsageError(f"parameter 'rate' must be > 0 Hz, not {self.rate}")
+        if self.start_frame < 0 or self.max_frames < 0 or self.wait_for_subscribers < 0:
+            raise UsageError("'start_frame', 'max_frames' and 'wait_for_subscribers' must be >= 0")
+        if not self.lockstep_timeout > 0:
+            raise UsageError(f"parameter 'lockstep_timeout' must be > 0 s, not {self.lockstep_timeout}")
+        if self.hold_first_frame < 0:
+            raise UsageError("parameter 'hold_first_frame' must be >= 0 s")
+        if self.qos_reliability not in ("reliable", "best_effort"):
+            raise UsageError(f"parameter 'qos_reliability' must be reliable or best_effort, not {self.qos_reliability!r}")
+        if self.qos_depth < 1:
+            raise UsageError("parameter 'qos_depth' must be >= 1")
+        if self.encoding not in _encodings():
+            raise UsageError(f"parameter 'encoding' must be one of {', '.join(_encodings())}, not {self.encoding!r}")
+        if self.stamp_mode not in ("now", "sequence"):
+            raise UsageError(f"parameter 'stamp_mode' must be now or sequence, not {self.stamp_mode!r}")
+        if self.stamp_mode == "sequence" and self.stamp_start - self.hold_count() / self.rate <= 0:
+            # A zero stamp means "the latest image" to the tracker's init service.
+            raise UsageError(
+                "stamp_mode sequence stamps held copies before stamp_start: set stamp_start above hold_first_frame"
+            )
+
+    def hold_count(self) -> int:
+        """Copies of the first frame published before playing on."""
+        return int(round(self.hold_first_frame * self.rate))
+
+
+def sequence_stamp_ns(settings: Settings, k: int) -> int:
+    """Synthetic stamp of source frame k in nanoseconds (exact for rates like 25, 30, 50)."""
+    return int(round(settings.stamp_start * 1e9)) + int(round(k * 1e9 / settings.rate))
+
+
+def iter_frames(settings: Settings) -> Iterator[tuple[int, np.ndarray]]:
+    """(source index, BGR frame) from `start_frame` on, again and again when looping.
+
+    Reuses vtrack_core.video for decoding so the node and `vtrack track` read the same frames.
+    """
+    from vtrack_core.video import ImageFolderSource, open_source
+
+    while True:
+        produced = 0
+        with open_source(settings.source) as source:
+            if isinstance(source, ImageFolderSource):
+                # Index the file list instead of decoding the frames that are skipped.
+                if settings.start_frame >= len(source.frames):
+                    raise UsageError(f"{settings.source}: start_frame {settings.start_frame} but only {len(source.frames)} frames")
+                source.frames = source.frames[settings.start_frame :]
+                offset = settings.start_frame
+            else:
+                offset = 0
+            for index, frame in source:
+                index += offset
+                if index < settings.start_frame:
+                    continue
+                produced += 1
+                yield index, frame
+        if produced == 0:
+            raise UsageError(f"{settings.source}: no frames at or after start_frame {settings.start_frame}")
+        if not settings.loop:
+            return
+
+
+def check_source(settings: Settings) -> int:
+    """Open the source once before any ROS work, so a bad path fails fast; returns its length."""
+    from vtrack_core.video import FrameSourceError, open_source
+
+    if not Path(settings.source).exists():
+        raise UsageError(f"{settings.source}: no such file or folder")
+    try:
+        with open_source(settings.source) as source:
+            return len(source)
+    except (FrameSourceError, OSError) as error:
+        raise UsageError(f"cannot read source: {error}") from None
+
+
+def to_image_msg(frame: np.ndarray, encoding: str, stamp, frame_id: str):
+    """sensor_msgs/Image from a BGR frame, converted to `encoding`."""
+    import cv2
+    from sensor_msgs.msg import Image
+
+    conversion, channels = _encodings()[encoding]
+    data = frame if conversion is None else cv2.cvtColor(frame, conversion)
+    data = np.ascontiguousarray(data)
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(data.shape[0]), int(data.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = msg.width * channels
+    msg.data = array.array("B", data.tobytes())  # array.array skips the per-element checks
+    return msg
+
+
+class VideoPublisherNode:
+    """Holds the ROS objects; the pacing loop lives in `run` so it is easy to follow."""
+
+    def __init__(self, node, settings: Settings) -> None:
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        self.node = node
+        self.settings = settings
+        self.log = node.get_logger()
+        reliability = ReliabilityPolicy.RELIABLE if settings.qos_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=settings.qos_depth, reliability=reliability)
+        self.image_pub = node.create_publisher(Image, "image", qos)
+        self.info_pub = node.create_publisher(CameraInfo, "camera_info", qos)
+        self.echoed: set[tuple[int, int]] = set()
+        self.lockstep_sub = None
+        if settings.lockstep_topic:
+            from vtrack_ros.msg import TrackedObjectArray
+
+            self.lockstep_sub = node.create_subscription(
+                TrackedObjectArray, settings.lockstep_topic, self._on_echo, QoSProfile(depth=10)
+            )
+        self.published = 0  # all publications, held copies included
+        self.source_frames = 0
+        self.first_time: float | None = None
+        self.last_time: float | None = None
+        self.lockstep_timeouts = 0
+
+    def _on_echo(self, msg) -> None:
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        self.echoed.add(stamp)
+        if len(self.echoed) > 1000:  # only the latest stamp matters; keep the set small
+            self.echoed = {stamp}
+
+    def wait_for_peers(self, spin) -> bool:
+        """Block until enough image subscribers (and a lockstep publisher) are matched."""
+        wanted = self.settings.wait_for_subscribers
+        if wanted <= 0:
+            return True
+        next_log = time.monotonic()
+        while True:
+            have = self.image_pub.get_subscription_count()
+            echo_ok = self.lockstep_sub is None or self.lockstep_sub.get_publisher_count() > 0
+            if have >= wanted and echo_ok:
+                return True
+            if time.monotonic() >= next_log:
+                missing = f"{have}/{wanted} subscribers on {self.image_pub.topic_name}"
+                if not echo_ok:
+                    missing += f", no publisher on {self.lockstep_sub.topic_name} yet"
+                self.log.info(f"waiting: {missing}")
+                next_log = time.monotonic() + 5.0
+            spin(0.05)
+
+    def stamp_for(self, k: int):
+        """Header stamp for source frame k (k < start_frame for held copies)."""
+        from builtin_interfaces.msg import Time
+
+        if self.settings.stamp_mode == "sequence":
+            ns = sequence_stamp_ns(self.settings, k)
+            return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        return self.node.get_clock().now().to_msg()
+
+    def publish(self, frame: np.ndarray, k: int) -> tuple[int, int]:
+        """Publish one frame with its camera info; returns its stamp as (sec, nanosec)."""
+        from sensor_msgs.msg import CameraInfo
+
+        stamp = self.stamp_for(k)
+        image = to_image_msg(frame, self.settings.encoding, stamp, self.settings.frame_id)
+        info = CameraInfo()
+        info.header = image.header
+        info.height, info.width = image.height, image.width
+        self.image_pub.publish(image)
+        self.info_pub.publish(info)
+        now = time.monotonic()
+        self.first_time = now if self.first_time is None else self.first_time
+        self.last_time = now
+        self.published += 1
+        return stamp.sec, stamp.nanosec
+
+    def run(self, spin) -> None:
+        """Publish until the source (or max_frames) ends; `spin(t)` serves callbacks for up to t s."""
+        s = self.settings
+        period = 1.0 / s.rate
+        holds = s.hold_count()
+        next_due = time.monotonic()
+        for index, frame in iter_frames(s):
+            copies = holds + 1 if self.source_frames == 0 else 1
+            for copy in range(copies):
+                k = s.start_frame + self.published - holds  # equals `index` when not looping
+                if s.lockstep_topic:
+                    stamp = self.publish(frame, k)
+                    self._wait_echo(stamp, spin)
+                else:
+                    while (left := next_due - time.monotonic()) > 0:
+                        spin(left)
+                    self.publish(frame, k)
+                    next_due += period
+                    if time.monotonic() - next_due > period:  # fell behind (slow decode): no burst
+                        next_due = time.monotonic()
+            self.source_frames += 1
+            if s.max_frames and self.source_frames >= s.max_frames:
+                break
+
+    def _wait_echo(self, stamp: tuple[int, int], spin) -> None:
+        deadline = time.monotonic() + self.settings.lockstep_timeout
+        while stamp not in self.echoed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.lockstep_timeouts += 1
+                self.log.debug(f"lockstep: no echo of {stamp[0]}.{stamp[1]:09d} within {self.settings.lockstep_timeout} s")
+                return
+            spin(min(left, 0.1))
+        self.echoed.discard(stamp)
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Let reliable subscribers fetch the last frames before the publisher goes away."""
+        from rclpy.duration import Duration
+
+        try:
+            self.image_pub.wait_for_all_acked(Duration(seconds=timeout))
+        except Exception:  # noqa: BLE001 - best effort on shutdown; best_effort QoS has no acks
+            pass
+
+    def summary(self) -> str:
+        elapsed = (self.last_time - self.first_time) if self.first_time is not None and self.last_time else 0.0
+        rate = (self.published - 1) / elapsed if self.published > 1 and elapsed > 0 else 0.0
+        text = (
+            f"published {self.published} images ({self.source_frames} source frames) "
+            f"in {elapsed:.2f} s: {rate:.1f} Hz achieved, {self.settings.rate:g} Hz requested"
+        )
+        if self.settings.lockstep_topic:
+            text += f"; lockstep on {self.lockstep_sub.topic_name}: {self.lockstep_timeouts} timeouts"
+        return text
+
+
+def declare_settings(node, source_arg: str | None) -> Settings:
+    """Declare every parameter (numbers accept ints or floats) and read them into Settings."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    defaults = Settings(source="")
+    values = {}
+    for name, default in vars(defaults).items():
+        if isinstance(default, float):
+            # `-p rate:=50` gives an integer; accept it rather than fail on the type.
+            param = node.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
+        else:
+            param = node.declare_parameter(name, default)
+        values[name] = param.value
+    for name, default in vars(defaults).items():
+        value = values[name]
+        if isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UsageError(f"parameter '{name}' must be a number, not {value!r}")
+            values[name] = float(value)
+    if not values["source"] and source_arg:
+        values["source"] = source_arg
+    settings = Settings(**values)
+    settings.check()
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `video_publisher` console script and `ros2 run vtrack_ros video_publisher`."""
+    import rclpy
+    from rclpy.exceptions import ParameterException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.utilities import remove_ros_args
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="video_publisher",
+        description="Publish a video file or an image-sequence folder as sensor_msgs/Image. "
+        "Parameters go after --ros-args, e.g. -p source:=walk.mp4 -p rate:=15.0",
+    )
+    parser.add_argument("source", nargs="?", help="shorthand for -p source:=PATH")
+    try:
+        own_args = remove_ros_args(["video_publisher", *args])[1:]
+    except Exception as error:  # noqa: BLE001 - rclpy raises its own types for bad --ros-args
+        print(f"video_publisher: error: bad --ros-args: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        options = parser.parse_args(own_args)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+    rclpy.init(args=["video_publisher", *args])
+    node = None
+    player: VideoPublisherNode | None = None
+    try:
+        node = rclpy.create_node("video_publisher")
+        try:
+            settings = declare_settings(node, options.source)
+            length = check_source(settings)
+        except (UsageError, ParameterException) as error:
+            node.get_logger().error(str(error))
+            return EXIT_USAGE
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        player = VideoPublisherNode(node, settings)
+
+        def spin(timeout: float) -> None:
+            executor.spin_once(timeout_sec=max(0.0, timeout))
+
+        node.get_logger().info(
+            f"{settings.source} ({length or '?'} frames) -> {player.image_pub.topic_name} "
+            f"as {settings.encoding} at {settings.rate:g} Hz"
+            + (f", lockstep on {player.lockstep_sub.topic_name}" if player.lockstep_sub else "")
+            + (", looping" if settings.loop else "")
+        )
+        player.wait_for_peers(spin)
+        try:
+            player.run(spin)
+        except UsageError as error:
+            node.get_logger().error(str(error))
+            return EXIT_USAGE
+        player.flush()
+        node.get_logger().info(player.summary())
+        return EXIT_OK
+    except (KeyboardInterrupt, ExternalShutdownException):
+        if player is not None:
+            print(f"video_publisher: interrupted: {player.summary()}", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
