@@ -100,14 +100,15 @@ fi
 # 5. This package's interfaces (msg/, srv/), built against the wheels in the venv.
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PYVER=$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-iface_hash=$(inputs_hash "$ROOT"/msg/* "$ROOT"/srv/* "$ROOT/CMakeLists.txt" "$ROOT/package.xml" <(echo "$req_hash"))
+iface_hash=$(inputs_hash "$ROOT"/msg/* "$ROOT"/srv/* "$ROOT"/launch/* "$ROOT"/config/* "$ROOT/CMakeLists.txt" \
+  "$ROOT/package.xml" <(echo "$req_hash"))
 if ! stamp_ok interfaces "$iface_hash" || [ ! -d "$PREFIX/lib/python$PYVER/site-packages/vtrack_ros/msg" ]; then
   log "building vtrack_ros interfaces with CMake into install/"
   rm -rf "$BUILD" "$PREFIX"
   # CMake refuses exported include folders inside the source tree, and the venv (with
   # NumPy's headers) sits inside this repository: configure from a staged copy instead.
   mkdir -p "$BUILD/src" "$BUILD/build"
-  cp -r "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT/msg" "$ROOT/srv" "$BUILD/src/"
+  cp -r "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT/msg" "$ROOT/srv" "$ROOT/launch" "$ROOT/config" "$BUILD/src/"
   (
     cd "$BUILD/build"
     export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
