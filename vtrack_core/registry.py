@@ -17,6 +17,7 @@ _REGISTRY: dict[str, str] = {
     "kcf": "vtrack_core.trackers.opencv_baselines:KcfTracker",
     "mil": "vtrack_core.trackers.opencv_baselines:MilTracker",
     "nano": "vtrack_core.trackers.opencv_baselines:NanoTracker",
+    "siamfc": "vtrack_core.trackers.siamfc:SiamFCTracker",
 }
 
 

@@ -1,0 +1,170 @@
+"""SiamFC: Table 1 shapes, the shared crop / correlation ops, and the weight loaders for the
+public formats (files generated here in those layouts)."""
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.io import savemat
+
+from vtrack_core import Box, create_tracker
+from vtrack_core.ops.correlation import cross_correlate
+from vtrack_core.ops.crops import crop_and_resize, image_to_tensor
+from vtrack_core.trackers.siamfc import SiamFCNet, load_siamfc_weights
+from vtrack_core.weights import WeightsError
+
+
+@pytest.fixture(scope="module")
+def frame(dev_dataset_dir):
+    return cv2.imread(str(dev_dataset_dir / "Couple" / "img" / "0001.jpg"))
+
+
+def random_net(seed: int = 0) -> SiamFCNet:
+    torch.manual_seed(seed)
+    net = SiamFCNet()
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+        net.head.bias.fill_(0.3)
+    return net.eval()
+
+
+def test_table1_shapes_and_no_padding():
+    net = SiamFCNet().eval()
+    with torch.no_grad():
+        assert net.backbone(torch.zeros(1, 3, 127, 127)).shape == (1, 256, 6, 6)
+        assert net.backbone(torch.zeros(2, 3, 255, 255)).shape == (2, 256, 22, 22)
+        assert net(torch.zeros(1, 3, 127, 127), torch.zeros(3, 3, 255, 255)).shape == (3, 1, 17, 17)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.padding for c in convs] == [(0, 0)] * 5
+    assert [c.groups for c in convs] == [1, 2, 1, 2, 2]
+    assert [c.kernel_size[0] for c in convs] == [11, 5, 3, 3, 3]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 5  # after every conv
+    assert sum(isinstance(m, torch.nn.ReLU) for m in net.modules()) == 4  # all but conv5
+
+
+def test_device_crops_match_opencv_affine_warp(frame):
+    tensor = image_to_tensor(frame, torch.device("cpu"))
+    mean = frame.reshape(-1, 3).mean(axis=0)
+    for cx, cy, side, out in [(150.0, 100.0, 64.0, 32), (150.3, 100.7, 100.0, 127), (10.0, 10.0, 80.0, 40)]:
+        crop = crop_and_resize(tensor, torch.tensor([cx, cy]), torch.tensor([side]), out)[0].permute(1, 2, 0).numpy()
+        k = out / side
+        warp = np.array([[k, 0, -cx * k + (out - 1) / 2], [0, k, -cy * k + (out - 1) / 2]])
+        reference = cv2.warpAffine(frame.astype(np.float32), warp, (out, out), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in mean))
+        assert np.abs(crop - reference).max() < 0.01
+    # Several scales in one batch = each scale alone.
+    sides = torch.tensor([90.0, 100.0, 110.0])
+    batch = crop_and_resize(tensor, torch.tensor([150.0, 100.0]), sides, 64)
+    for i, side in enumerate(sides):
+        alone = crop_and_resize(tensor, torch.tensor([150.0, 100.0]), side.reshape(1), 64)
+        assert torch.allclose(batch[i], alone[0], atol=1e-4)
+
+
+def test_grouped_correlation_equals_one_by_one():
+    torch.manual_seed(0)
+    exemplars, searches = torch.randn(4, 8, 6, 6), torch.randn(4, 8, 22, 22)
+    batched = cross_correlate(exemplars, searches)
+    for i in range(4):
+        assert torch.allclose(batched[i], F.conv2d(searches[i : i + 1], exemplars[i : i + 1])[0], atol=1e-4)
+    assert cross_correlate(exemplars[:1], searches).shape == (4, 1, 17, 17)
+
+
+def test_loads_siamfc_pytorch_layout(tmp_path):
+    """siamfc-pytorch: 'backbone.convN.{0,1}.*', no BN after conv5, no head parameters."""
+    source = random_net(1)
+    state = {k: v for k, v in source.state_dict().items() if k.startswith("backbone.") and not k.startswith("backbone.conv5.1")}
+    path = tmp_path / "siamfc_alexnet_e50.pth"
+    torch.save(state, path)
+    net = SiamFCNet()
+    load_siamfc_weights(net, path)
+    net.eval()
+    for key, value in state.items():
+        assert torch.equal(net.state_dict()[key], value), key
+    x = torch.rand(1, 3, 255, 255) * 255
+    with torch.no_grad():
+        conv5_in = source.backbone.conv4(source.backbone.conv3(source.backbone.conv2(source.backbone.conv1(x))))
+        expected = source.backbone.conv5[0](conv5_in)  # no BN after conv5 in that layout
+        assert torch.allclose(net.backbone(x), expected, rtol=1e-4, atol=1e-3)
+    assert net.head.scale.item() == pytest.approx(1e-3) and net.head.bias.detach().item() == 0.0
+
+
+def _to_matconvnet(net: SiamFCNet, adjust=(2.0, 0.5, 0.1, 4.0)) -> dict:
+    """Our network written the way the authors' MatConvNet release stores it (RGB input)."""
+    params = {}
+    for index in range(1, 6):
+        block = getattr(net.backbone, f"conv{index}")
+        weight = block[0].weight.detach().numpy()
+        if index == 1:
+            weight = weight[:, [2, 1, 0]]  # their conv1 reads RGB
+        params[f"br_conv{index}f"] = weight.transpose(2, 3, 1, 0)  # -> H x W x Cin x Cout
+        params[f"br_conv{index}b"] = block[0].bias.detach().numpy()
+        bn = block[1]
+        sigma = np.sqrt(bn.running_var.numpy() + bn.eps)
+        params[f"br_bn{index}m"] = bn.weight.detach().numpy()
+        params[f"br_bn{index}b"] = bn.bias.detach().numpy()
+        params[f"br_bn{index}x"] = np.stack([bn.running_mean.numpy(), sigma], axis=1)
+    gain, bias, mean, sigma = adjust
+    params["fin_adjust_bnm"] = np.array([gain], np.float32)
+    params["fin_adjust_bnb"] = np.array([bias], np.float32)
+    params["fin_adjust_bnx"] = np.array([[mean, sigma]], np.float32)
+    return params
+
+
+def test_loads_authors_matconvnet_layout(tmp_path):
+    source = random_net(2)
+    params = _to_matconvnet(source)
+    entries = np.zeros(len(params), dtype=[("name", object), ("value", object)])
+    for i, (name, value) in enumerate(params.items()):
+        entries[i] = (name, value.astype(np.float32))
+    path = tmp_path / "2016-08-17.net.mat"
+    savemat(str(path), {"net": {"params": entries}})
+
+    net = SiamFCNet()
+    load_siamfc_weights(net, path)
+    net.eval()
+    z, x = torch.rand(1, 3, 127, 127) * 255, torch.rand(2, 3, 255, 255) * 255
+    gain, bias, mean, sigma = 2.0, 0.5, 0.1, 4.0
+    with torch.no_grad():
+        raw = cross_correlate(source.backbone(z), source.backbone(x))
+        expected = gain * (raw - mean) / sigma + bias  # their final 'adjust' batch norm
+        assert torch.allclose(net(z, x), expected, rtol=1e-3, atol=1e-2)
+
+    del params["br_conv3f"]
+    entries = np.zeros(len(params), dtype=[("name", object), ("value", object)])
+    for i, (name, value) in enumerate(params.items()):
+        entries[i] = (name, value.astype(np.float32))
+    broken = tmp_path / "broken.mat"
+    savemat(str(broken), {"net": {"params": entries}})
+    with pytest.raises(WeightsError, match="br_conv3f"):
+        load_siamfc_weights(SiamFCNet(), broken)
+
+
+def test_weights_errors_are_clear(tmp_path):
+    with pytest.raises(WeightsError, match="no weights at .*absent.pt.*vtrack train siamfc"):
+        create_tracker("siamfc", weights=str(tmp_path / "absent.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="not a PyTorch weights file"):
+        create_tracker("siamfc", weights=str(bad))
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match="does not fit SiamFC"):
+        create_tracker("siamfc", weights=str(tmp_path / "other.pt"))
+
+
+def test_tracker_runs_batched_scales_and_reports_probability(tmp_path, frame):
+    path = tmp_path / "random.pt"
+    torch.save(random_net(3).state_dict(), path)
+    tracker = create_tracker("siamfc", weights=str(path), device="cpu")
+    box = Box(51, 47, 25, 62)
+    tracker.init(frame, box)
+    result = tracker.update(frame)
+    assert 0.0 <= result.confidence <= 1.0
+    # The same frame again: the search is centred on the target and the cosine window
+    # favours no motion; the box stays (within the 8/16-pixel response resolution).
+    assert abs(result.box.cx - box.cx) <= 8 and abs(result.box.cy - box.cy) <= 8
+    assert result.box.w == pytest.approx(box.w, rel=0.05)

@@ -1,0 +1,1 @@
+"""Pieces several trackers share: device-side crops, cross-correlation."""
