@@ -1,0 +1,26 @@
+"""Training: a tracker-agnostic loop (`loop`) and per-tracker data and entry points.
+
+    from vtrack_core.training import train_siamfc
+    train_siamfc("datasets/train", "out/siamfc", epochs=50, pairs_per_epoch=50_000)
+
+or `vtrack train siamfc --data datasets/train --epochs 50 --out out/siamfc`.
+
+The SiamFC parts are imported lazily, so `import vtrack_core.training` stays cheap.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .loop import LoopConfig, TrainingResult, geometric_lr, run_training
+
+TRAINABLE = {"siamfc": "vtrack_core.training.siamfc_train:train_siamfc"}
+
+__all__ = ["LoopConfig", "TrainingResult", "geometric_lr", "run_training", "train_siamfc", "TRAINABLE"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train_siamfc":
+        from .siamfc_train import train_siamfc
+
+        return train_siamfc
+    raise AttributeError(name)
