@@ -15,6 +15,7 @@ from vtrack_core.eval.datasets import load_dataset  # noqa: E402
 from vtrack_core.eval.metrics import score  # noqa: E402
 from vtrack_core.eval.runner import run_sequence  # noqa: E402
 from vtrack_ros.msg import TrackedObject  # noqa: E402
+from vtrack_ros.srv import StopTarget  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -293,3 +294,43 @@ def test_compressed_transport(tracker_node, sequence):
     output = send(1)
     (obj,) = output.objects
     assert Box(obj.x, obj.y, obj.width, obj.height).iou(Box.from_xywh(sequence.ground_truth[1])) > 0.5
+
+
+def test_services_answer_while_a_slow_frame_is_tracked(tmp_path, sequence):
+    """SiamFC on the CPU takes a few hundred ms a frame: a service call made right after a
+    frame is published must be answered before that frame's result arrives. Also runs a deep
+    tracker in the node with the `weights` and `device` parameters (random weights: speed,
+    not accuracy, matters here)."""
+    import torch
+
+    from vtrack_core.trackers.siamfc import SiamFCNet
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU SiamFC is too fast to keep the worker busy")
+    weights = tmp_path / "random_siamfc.pt"
+    torch.save(SiamFCNet().state_dict(), weights)
+    harness = NodeUnderTest(tmp_path / "tracker_node.log", node_args=[
+        "-p", "tracker:=siamfc", "-p", f"weights:={weights}", "-p", "device:=cpu"])
+    try:
+        harness.publish(sequence.image(0), frame_stamp_ns(0))
+        response = harness.init(*sequence.ground_truth[0], stamp=frame_stamp_ns(0))
+        assert response.success, response.message
+        for index in range(1, 4):
+            harness.publish(sequence.image(index), frame_stamp_ns(index), wait=False)
+            future = harness.stop_client.call_async(StopTarget.Request(target_id="ghost"))
+            first = []
+
+            def settled():
+                if future.done() and "service" not in first:
+                    first.append("service")
+                if harness.result_for(frame_stamp_ns(index)) is not None and "frame" not in first:
+                    first.append("frame")
+                return len(first) == 2
+
+            assert harness.wait_for(settled, 30.0), harness.log()
+            assert first == ["service", "frame"], f"frame {index}: {first}"
+            assert not future.result().success and "unknown target id" in future.result().message
+        (obj,) = harness.result_for(frame_stamp_ns(3)).objects
+        assert obj.tracker == "siamfc" and 0.0 <= obj.confidence <= 1.0
+    finally:
+        harness.close()

@@ -107,34 +107,38 @@ class MultiTargetTracker:
 
         Re-using an existing id re-initialises that target. Raises TargetError (or the
         tracker's InvalidInputError / config errors) without touching existing targets.
+        The work runs outside the lock, so frames keep being tracked meanwhile; a frame the
+        worker tracks between the end of the catch-up and the insertion is skipped by this
+        new target only.
         """
         if not frames:
             raise TargetError("no image to start on")
         name = tracker_name or self.default_tracker
+        self._check_room(target_id)
+        tracker = self.tracker_factory(name)  # may load a network
+        first_stamp, first_image = frames[0]
+        tracker.init(first_image, box)
+        result = TrackResult(box=tracker.box, confidence=1.0, state=TrackState.INITIALIZING)
+        last_stamp = first_stamp
+        for stamp, image in frames[1:]:
+            result = tracker.update(image)
+            last_stamp = stamp
+        with self._lock:
+            self._check_room(target_id)
+            target_id = target_id or self._new_id()
+            self._targets[target_id] = _Target(target_id, name, tracker, last_stamp, result)
+        return TargetReport(target_id, name, result)
+
+    def _check_room(self, target_id: str) -> None:
         with self._lock:
             if target_id not in self._targets and len(self._targets) >= self.max_targets:
                 raise TargetError(
                     f"already tracking {len(self._targets)} targets (max_targets={self.max_targets}); stop one first"
                 )
-        # Building a tracker may load a network: outside the lock, frames keep flowing.
-        tracker = self.tracker_factory(name)
-        first_stamp, first_image = frames[0]
-        tracker.init(first_image, box)
-        with self._lock:
-            if not target_id:
-                target_id = self._new_id()
-            elif target_id not in self._targets and len(self._targets) >= self.max_targets:
-                raise TargetError(f"already tracking max_targets={self.max_targets} targets")
-            result = TrackResult(box=tracker.box, confidence=1.0, state=TrackState.INITIALIZING)
-            target = _Target(target_id, name, tracker, first_stamp, result)
-            for stamp, image in frames[1:]:
-                target.result = tracker.update(image)
-                target.last_stamp = stamp
-            self._targets[target_id] = target
-            return TargetReport(target_id, name, target.result)
 
     def stop(self, target_id: str = "") -> list[str]:
-        """Stop one target, or all with an empty id; returns the ids stopped."""
+        """Stop one target, or all with an empty id; returns the ids stopped. Never waits for
+        a frame being tracked: its result for a stopped target is dropped."""
         with self._lock:
             if not target_id:
                 stopped = list(self._targets)
@@ -147,23 +151,28 @@ class MultiTargetTracker:
             return [target_id]
 
     def update(self, stamp_ns: int, image: np.ndarray) -> list[TargetReport]:
-        """Track every target in this frame (targets that already saw it are not re-run)."""
-        reports = []
+        """Track every target in this frame (targets that already saw it are not re-run).
+
+        Only the worker calls this; trackers run outside the lock so that start/stop answer
+        at once. Targets stopped or re-initialised meanwhile are left out of the reports."""
         with self._lock:
-            for target in self._targets.values():
-                error = None
-                if stamp_ns > target.last_stamp:
-                    try:
-                        target.result = target.tracker.update(image)
-                    except Exception as exc:  # one broken tracker must not stop the stream
-                        if not target.failed:
-                            error = f"{type(exc).__name__}: {exc}"
-                        target.failed = True
-                        last = target.result
-                        target.result = TrackResult(last.box, 0.0, TrackState.LOST, last.seconds)
-                    target.last_stamp = stamp_ns
-                reports.append(TargetReport(target.target_id, target.tracker_name, target.result, error))
-        return reports
+            targets = list(self._targets.values())
+        reports = []
+        for target in targets:
+            error = None
+            if stamp_ns > target.last_stamp:
+                try:
+                    target.result = target.tracker.update(image)
+                except Exception as exc:  # one broken tracker must not stop the stream
+                    if not target.failed:
+                        error = f"{type(exc).__name__}: {exc}"
+                    target.failed = True
+                    last = target.result
+                    target.result = TrackResult(last.box, 0.0, TrackState.LOST, last.seconds)
+                target.last_stamp = stamp_ns
+            reports.append((target, TargetReport(target.target_id, target.tracker_name, target.result, error)))
+        with self._lock:
+            return [report for target, report in reports if self._targets.get(target.target_id) is target]
 
     def _new_id(self) -> str:
         while True:
