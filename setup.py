@@ -16,7 +16,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["vtrack_core", "vtrack_core.*", "vtrack_ros", "vtrack_ros.*"]),
-    package_data={"vtrack_core": ["weights/*.pt", "weights/*.md"]},
+    package_data={"vtrack_core": ["weights/*.pt", "weights/*.md", "weights/*.json"]},
     install_requires=requirements("core.txt") + ["torch>=2.2"],
     extras_require={"ros": requirements("ros.txt"), "test": requirements("test.txt")},
     entry_points={

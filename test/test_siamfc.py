@@ -168,3 +168,22 @@ def test_tracker_runs_batched_scales_and_reports_probability(tmp_path, frame):
     # favours no motion; the box stays (within the 8/16-pixel response resolution).
     assert abs(result.box.cx - box.cx) <= 8 and abs(result.box.cy - box.cy) <= 8
     assert result.box.w == pytest.approx(box.w, rel=0.05)
+
+
+@pytest.mark.slow
+def test_committed_weights_track_real_sequences_as_measured(dev_dataset_dir):
+    """Our committed weights (vtrack_core/weights/siamfc.md) on dev sequences they never
+    saw: AUC where `vtrack eval` measured it (Crossing 0.696, Human7 0.771; single thread)."""
+    from vtrack_core.eval.datasets import load_dataset
+    from vtrack_core.eval.metrics import score
+    from vtrack_core.eval.runner import run_sequence
+
+    torch.set_num_threads(1)
+    measured = {"Crossing": 0.696, "Human7": 0.771}
+    for sequence in load_dataset(dev_dataset_dir, names=list(measured)):
+        result = run_sequence(create_tracker("siamfc", device="cpu"), sequence)
+        assert result.failures == 0
+        auc = score(result.boxes, sequence.ground_truth).auc
+        assert auc == pytest.approx(measured[sequence.name], abs=0.03), sequence.name
+        confidences = result.confidences[1:]
+        assert ((confidences >= 0) & (confidences <= 1)).all()
