@@ -165,6 +165,7 @@ def train_siamfc(
     if batch_size < 1 or pairs_per_epoch < 1 or epochs < 1:
         raise ValueError("epochs, pairs_per_epoch and batch_size must be >= 1")
     started = _now()
+    code_version = git_commit()  # the code that trains, not whatever is checked out at the end
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads is not None:
@@ -224,7 +225,7 @@ def train_siamfc(
         "weight_decay": weight_decay,
         "half": half,
         "data": data_config.to_dict(),
-        "git": git_commit(),
+        "git": code_version,
         "torch": torch.__version__,
         "loss_per_epoch": [e["loss"] for e in result.history],
         "val_auc_per_epoch": val_auc,
