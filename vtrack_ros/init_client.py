@@ -16,9 +16,10 @@ import sys
 import time
 from typing import Sequence
 
+from vtrack_ros.cli_args import EXIT_USAGE, parse_own_args
+
 EXIT_OK = 0
 EXIT_REFUSED = 1
-EXIT_USAGE = 2
 
 _STAMP = re.compile(r"^(\d+)(?:\.(\d{1,9}))?$")
 
@@ -94,19 +95,12 @@ def _call(node, client, request, timeout: float):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vtrack-init` console script (also `ros2 run vtrack_ros vtrack-init`)."""
     import rclpy
-    from rclpy.utilities import remove_ros_args
 
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    try:
-        own_args = remove_ros_args(["vtrack-init", *args])[1:]
-    except Exception as error:  # noqa: BLE001 - rclpy raises its own types for bad --ros-args
-        print(f"vtrack-init: error: bad --ros-args: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        options = parser.parse_args(own_args)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    options = parse_own_args(parser, args)
+    if isinstance(options, int):
+        return options
     try:
         if options.stop:
             if options.box:

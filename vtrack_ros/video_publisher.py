@@ -25,8 +25,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from vtrack_ros.cli_args import EXIT_USAGE, parse_own_args
+
 EXIT_OK = 0
-EXIT_USAGE = 2
 
 # encoding -> (OpenCV conversion from BGR or None, channels)
 ENCODINGS: dict[str, tuple[int | None, int]] = {}
@@ -336,7 +337,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import rclpy
     from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.utilities import remove_ros_args
 
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -345,15 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Parameters go after --ros-args, e.g. -p source:=walk.mp4 -p rate:=15.0",
     )
     parser.add_argument("source", nargs="?", help="shorthand for -p source:=PATH")
-    try:
-        own_args = remove_ros_args(["video_publisher", *args])[1:]
-    except Exception as error:  # noqa: BLE001 - rclpy raises its own types for bad --ros-args
-        print(f"video_publisher: error: bad --ros-args: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        options = parser.parse_args(own_args)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    options = parse_own_args(parser, args)
+    if isinstance(options, int):
+        return options
 
     rclpy.init(args=["video_publisher", *args])
     node = None
