@@ -104,8 +104,12 @@ class TrackerNode(Node):
         reliability = (
             ReliabilityPolicy.RELIABLE if self.param("qos_reliability") == "reliable" else ReliabilityPolicy.BEST_EFFORT
         )
+        # A short DDS queue, not depth 1: with depth 1 DDS itself replaces unread frames and
+        # the node never learns they existed. The callback only stores the message, so it
+        # drains this queue at once; the latest-frame slot below does the dropping, and
+        # counts it. (Frames lost before they reach the node stay invisible to it.)
         qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability, durability=DurabilityPolicy.VOLATILE
+            history=HistoryPolicy.KEEP_LAST, depth=5, reliability=reliability, durability=DurabilityPolicy.VOLATILE
         )
         image_group = MutuallyExclusiveCallbackGroup()
         # Like image_transport: remapping the base topic `image` moves `image/compressed` too.

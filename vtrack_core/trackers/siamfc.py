@@ -223,7 +223,6 @@ class SiamFCTracker(Tracker):
         penalties = torch.full((cfg.scale_num,), cfg.scale_penalty, device=self.device)
         penalties[(cfg.scale_num - 1) // 2] = 1.0
         self.scale_penalties = penalties.reshape(-1, 1, 1)
-        self.upsampled = None  # size of the upsampled response, known after the first map
 
     @torch.inference_mode()
     def _init(self, image: np.ndarray, box: Box) -> None:
