@@ -18,6 +18,7 @@ _REGISTRY: dict[str, str] = {
     "mil": "vtrack_core.trackers.opencv_baselines:MilTracker",
     "nano": "vtrack_core.trackers.opencv_baselines:NanoTracker",
     "siamfc": "vtrack_core.trackers.siamfc:SiamFCTracker",
+    "fdn": "vtrack_core.trackers.fdn:FDNTracker",
 }
 
 

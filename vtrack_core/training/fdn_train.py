@@ -1,0 +1,344 @@
+"""Offline multi-domain training of FDN (Cui et al. 2018, sec. 3.3; MDNet's scheme).
+
+Every training sequence is a domain with its own fc6 branch; conv1-3, fc4 and fc5 are
+shared. Each iteration takes one domain (domains in turn, reshuffled every cycle), 8 of its
+frames and, per frame, positives (IoU >= 0.7) and negatives (IoU <= 0.5) around the ground
+truth: 32 + 96 boxes, MDNet's minibatch. The network sees each frame as the tracker will: a
+square search region around the target (centre and zoom jittered, so the target is not
+always in the middle), convolved once, with the boxes cut by the RoI layer. Softmax
+cross-entropy, SGD with momentum 0.9 and weight decay 5e-4, fc6 at 10x the learning rate.
+
+The paper starts from ImageNet VGG-M conv layers and trains with lr 1e-4. There are no
+ImageNet weights here, so conv1-3 are trained from scratch too (Kaiming init, batch norm as
+the normalisation layer) with a larger learning rate: `lr` is a parameter, its default the
+paper's. Validation runs the real `FDNTracker` on held-back sequences after every epoch.
+
+Output folder: fdn.pt (shared layers of the best epoch, what `FDNConfig(weights=...)`
+loads), provenance.json, and the loop's checkpoint.pt, last.pt, best.pt, history.json,
+curves.png.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..eval.datasets import DatasetError, Sequence
+from ..ops.sampling import SampleSpec, draw_with_overlap, xywh_to_xyxy
+from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, epoch_seed, geometric_lr, run_training
+from .siamfc_train import DEFAULT_VAL_SEQUENCES, _now, _sha256, git_commit, split_sequences
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "fdn.pt"
+PROVENANCE = "provenance.json"
+DEFAULT_MAX_VAL_FRAMES = 100
+MIN_TARGET_SIDE = 3.0  # frames whose target is smaller than this carry too little to learn from
+
+
+@dataclass
+class FDNDataConfig:
+    frames_per_batch: int = 8  # MDNet: 8 frames per minibatch
+    pos_per_frame: int = 4  # 32 positives per minibatch
+    neg_per_frame: int = 12  # 96 negatives per minibatch
+    pos_overlap: float = 0.7  # sec. 3.3, t1
+    neg_overlap: float = 0.5  # sec. 3.3, t2
+    pos_trans: float = 0.1
+    pos_scale: float = 1.3
+    neg_trans: float = 1.0
+    neg_scale: float = 1.6
+    target_px: float = 75.0  # as FDNConfig
+    search_scale: float = 4.0  # as FDNConfig
+    centre_jitter: float = 0.3  # region centre moved up to this x target mean side
+    zoom_jitter: float = 1.25  # region zoom varies by this factor either way
+    flip: bool = True
+    colour_jitter: float = 0.2  # brightness / contrast / per-channel gain spread
+    blur_probability: float = 0.2
+    input_mean: float = 128.0
+
+    @property
+    def region_px(self) -> int:
+        return int(16 * math.ceil(self.target_px * self.search_scale / 16))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "region_px": self.region_px}
+
+
+class FDNDomains:
+    """Minibatches of one domain each: images B x 3 x S x S (mean subtracted), boxes B x N x 4
+    (x1 y1 x2 y2 in the region), labels B x N (1 target, 0 background), domain index."""
+
+    def __init__(self, sequences: list[Sequence], config: FDNDataConfig | None = None, seed: int = 0) -> None:
+        self.config = config or FDNDataConfig()
+        self.seed = seed
+        self.sequences = sequences
+        self.frames = []
+        for sequence in sequences:
+            gt = sequence.ground_truth
+            ok = np.isfinite(gt).all(axis=1) & (gt[:, 2] >= MIN_TARGET_SIDE) & (gt[:, 3] >= MIN_TARGET_SIDE)
+            self.frames.append(np.flatnonzero(ok))
+        empty = [s.name for s, f in zip(sequences, self.frames) if len(f) == 0]
+        if empty:
+            raise DatasetError(f"no usable frames (target visible and >= {MIN_TARGET_SIDE:.0f} px) in {', '.join(empty)}")
+
+    @property
+    def domains(self) -> int:
+        return len(self.sequences)
+
+    def region(self, image: np.ndarray, box: np.ndarray, rng: np.random.Generator,
+               augment: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(region S x S x 3 uint8, target box in the region, image bounds in the region)."""
+        cfg = self.config
+        size = cfg.region_px
+        mean_side = float(box[2:].mean())
+        zoom = cfg.target_px / mean_side
+        centre = box[:2] + box[2:] / 2
+        if augment:
+            zoom *= cfg.zoom_jitter ** rng.uniform(-1, 1)
+            centre = centre + cfg.centre_jitter * mean_side * rng.uniform(-1, 1, 2)
+        origin = centre - size / (2 * zoom)
+        affine = np.array([[zoom, 0, -origin[0] * zoom], [0, zoom, -origin[1] * zoom]])
+        fill = tuple(float(v) for v in image.reshape(-1, 3).mean(axis=0))
+        # Pixel-edge coordinates on both sides: cv2 maps pixel centres, hence the half shifts.
+        affine[:, 2] += 0.5 * (zoom - 1)
+        region = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+        target = np.concatenate([(box[:2] - origin) * zoom, box[2:] * zoom])
+        height, width = image.shape[:2]
+        corner = -origin * zoom
+        bounds = np.array([corner[0], corner[1], width * zoom, height * zoom])
+        x1, y1 = max(bounds[0], 0.0), max(bounds[1], 0.0)
+        x2, y2 = min(bounds[0] + bounds[2], size), min(bounds[1] + bounds[3], size)
+        return region, target, np.array([x1, y1, max(x2 - x1, 1.0), max(y2 - y1, 1.0)])
+
+    def _photometric(self, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        cfg = self.config
+        out = region.astype(np.float32)
+        if cfg.colour_jitter > 0:
+            gain = 1 + cfg.colour_jitter * rng.uniform(-1, 1) + 0.5 * cfg.colour_jitter * rng.uniform(-1, 1, 3)
+            out = (out - out.mean()) * (1 + cfg.colour_jitter * rng.uniform(-1, 1)) + out.mean()
+            out = out * gain + 255 * cfg.colour_jitter * 0.5 * rng.uniform(-1, 1)
+        if rng.random() < cfg.blur_probability:
+            sigma = rng.uniform(0.5, 1.5)
+            out = cv2.GaussianBlur(out, (0, 0), sigma)
+        return np.clip(out, 0, 255)
+
+    def frame_sample(self, domain: int, frame: int, rng: np.random.Generator, augment: bool = True):
+        cfg = self.config
+        sequence = self.sequences[domain]
+        box = np.asarray(sequence.ground_truth[frame], dtype=np.float64)
+        region, target, bounds = self.region(sequence.image(frame), box, rng, augment)
+        pos = draw_with_overlap(rng, target, cfg.pos_per_frame, SampleSpec("gaussian", cfg.pos_trans, cfg.pos_scale),
+                                bounds, (cfg.pos_overlap, 1.0))
+        if len(pos) < cfg.pos_per_frame:  # tiny or clipped targets: the box itself fills up
+            pos = np.concatenate([pos, np.tile(target, (cfg.pos_per_frame - len(pos), 1))])
+        half = cfg.neg_per_frame // 2
+        neg = np.concatenate([
+            draw_with_overlap(rng, target, half, SampleSpec("uniform", cfg.neg_trans, cfg.neg_scale), bounds,
+                              (0.0, cfg.neg_overlap)),
+            draw_with_overlap(rng, target, cfg.neg_per_frame - half, SampleSpec("whole", 0.0, cfg.neg_scale), bounds,
+                              (0.0, cfg.neg_overlap)),
+        ])
+        if len(neg) < cfg.neg_per_frame:  # a target filling the region: far boxes anywhere
+            extra = draw_with_overlap(rng, target, cfg.neg_per_frame - len(neg), SampleSpec("whole", 0.0, 3.0),
+                                      np.array([0, 0, cfg.region_px, cfg.region_px], float), (0.0, cfg.neg_overlap),
+                                      max_rounds=100)
+            neg = np.concatenate([neg, extra])
+        boxes = np.concatenate([pos, neg])[: cfg.pos_per_frame + cfg.neg_per_frame]
+        labels = np.zeros(len(boxes), dtype=np.int64)
+        labels[: cfg.pos_per_frame] = 1
+        if len(boxes) < cfg.pos_per_frame + cfg.neg_per_frame:
+            missing = cfg.pos_per_frame + cfg.neg_per_frame - len(boxes)
+            boxes = np.concatenate([boxes, np.tile(boxes[-1:], (missing, 1))])
+            labels = np.concatenate([labels, np.full(missing, labels[-1])])
+        if augment:
+            region = self._photometric(region, rng)
+            if cfg.flip and rng.random() < 0.5:
+                region = region[:, ::-1]
+                boxes = boxes.copy()
+                boxes[:, 0] = cfg.region_px - boxes[:, 0] - boxes[:, 2]
+        return region, xywh_to_xyxy(boxes), labels
+
+    def batch(self, domain: int, rng: np.random.Generator, augment: bool = True) -> dict[str, Any]:
+        cfg = self.config
+        frames = rng.choice(self.frames[domain], size=cfg.frames_per_batch,
+                            replace=len(self.frames[domain]) < cfg.frames_per_batch)
+        regions, boxes, labels = zip(*(self.frame_sample(domain, int(f), rng, augment) for f in frames))
+        images = torch.from_numpy(np.stack(regions).astype(np.float32)).permute(0, 3, 1, 2) - cfg.input_mean
+        return {
+            "images": images.contiguous(),
+            "boxes": torch.from_numpy(np.stack(boxes).astype(np.float32)),
+            "labels": torch.from_numpy(np.stack(labels)),
+            "domain": domain,
+        }
+
+    def batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+        """Endless: cycles over the domains in a fresh random order each cycle."""
+        rng = np.random.default_rng(epoch_seed(self.seed, epoch))
+        while True:
+            for domain in rng.permutation(self.domains):
+                yield self.batch(int(domain), rng)
+
+
+def make_fdn_loss(roi_method: str = "align"):
+    def fdn_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        features = model.features(batch["images"])
+        rois = model.rois(features, batch["boxes"], roi_method)
+        logits = model.head(rois, domain=int(batch["domain"]))
+        return F.cross_entropy(logits, batch["labels"].reshape(-1))
+
+    return fdn_loss
+
+
+def make_validator(val_sequences: list[Sequence], max_frames: int | None, device: str):
+    """validate(model, epoch, weights_path) -> {'auc': mean, 'auc_<seq>': ...}: the real
+    tracker, built from the saved weights file, over the first `max_frames` frames."""
+    from ..eval.metrics import score
+    from ..eval.runner import run_sequence
+    from ..trackers.fdn import FDNConfig, FDNTracker
+
+    heads = [s.head(max_frames) for s in val_sequences]
+
+    def validate(model: torch.nn.Module, epoch: int, weights_path: Path) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for sequence in heads:
+            tracker = FDNTracker(FDNConfig(weights=str(weights_path), device=device))
+            result = run_sequence(tracker, sequence, label="fdn-val")
+            metrics[f"auc_{sequence.name}"] = float(score(result.boxes, sequence.ground_truth).auc)
+        values = [v for v in metrics.values() if math.isfinite(v)]
+        return {"auc": float(np.mean(values)) if values else float("nan"), **metrics}
+
+    return validate
+
+
+def export_weights(source: str | Path, target: str | Path, half: bool = False) -> Path:
+    """Training state dict -> the tracker's file: shared layers only (fc6 branches belong to
+    the training domains), fp16 weights with `half` (loaded back as float32)."""
+    from ..trackers.fdn import SHARED_PREFIXES
+
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = {k: (v.half() if half and v.is_floating_point() and "running_" not in k else v)
+             for k, v in state.items()
+             if (k.startswith(SHARED_PREFIXES) or k == "input_bgr") and not k.endswith("num_batches_tracked")}
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def train_fdn(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    epochs: int,
+    cycles_per_epoch: int = 10,
+    device: str = "auto",
+    resume: bool = False,
+    seed: int = 0,
+    val_sequences: Iterable[str] = DEFAULT_VAL_SEQUENCES,
+    max_val_frames: int | None = DEFAULT_MAX_VAL_FRAMES,
+    train_sequences: Iterable[str] | None = None,
+    half: bool = False,
+    lr: tuple[float, float] = (1e-4, 1e-4),
+    fc6_lr_mult: float = 10.0,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    roi_method: str = "align",
+    data_config: FDNDataConfig | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> TrainingResult:
+    """Train FDN; an epoch is `cycles_per_epoch` passes over all domains (one minibatch per
+    domain per pass; the paper trains 100 passes). `extra['weights']` = OUT/fdn.pt."""
+    from ..device import resolve_device
+    from ..trackers.fdn import FDNNet
+
+    if epochs < 1 or cycles_per_epoch < 1:
+        raise ValueError("epochs and cycles_per_epoch must be >= 1")
+    started = _now()
+    code_version = git_commit()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    cv2.setNumThreads(1)
+    if (out / CHECKPOINT).is_file() and not resume:
+        raise TrainingError(f"{out} already holds a training run ({CHECKPOINT}); resume it or choose another folder")
+    data_config = data_config or FDNDataConfig()
+    train, val = split_sequences(data_dir, val_sequences, train_sequences)
+    domains = FDNDomains(train, data_config, seed=seed)
+    torch_device = resolve_device(device)
+    torch.manual_seed(seed)
+    model = FDNNet(domains=domains.domains, norm="batch")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.startswith("fc6.")], "lr_scale": 1.0},
+        {"params": list(model.fc6.parameters()), "lr_scale": fc6_lr_mult},
+    ]
+    iterations = cycles_per_epoch * domains.domains
+    loop = LoopConfig(epochs=epochs, iterations=iterations, momentum=momentum, weight_decay=weight_decay,
+                      device=str(torch_device), seed=seed, monitor="auc" if val else None, monitor_mode="max",
+                      progress=progress)
+    validate = make_validator(val, max_val_frames, str(torch_device)) if val else None
+    result = run_training(model, make_fdn_loss(roi_method), domains.batches, out, loop,
+                          geometric_lr(lr[0], lr[1], epochs), validate=validate, resume=resume,
+                          parameters=groups, title="FDN (multi-domain)")
+    weights = export_weights(result.best_weights, out / WEIGHTS_NAME, half=half)
+
+    provenance_path = out / PROVENANCE
+    previous: dict[str, Any] = {}
+    if resume and provenance_path.is_file():
+        try:
+            previous = json.loads(provenance_path.read_text())
+        except ValueError:
+            previous = {}
+    runs = list(previous.get("runs", []))
+    runs.append({"started": started, "finished": _now(), "from_epoch": result.resumed_from + 1,
+                 "to_epoch": len(result.history), "device": str(torch_device), "threads": torch.get_num_threads()})
+    val_auc = [e.get("val", {}).get("auc") for e in result.history]
+    provenance = {
+        "tracker": "fdn",
+        "data_dir": str(Path(data_dir).resolve()),
+        "domains": [{"name": s.name, "frames": len(s), "usable_frames": int(len(f))}
+                    for s, f in zip(train, domains.frames)],
+        "val_sequences": [s.name for s in val],
+        "max_val_frames": max_val_frames,
+        "epochs": epochs,
+        "cycles_per_epoch": cycles_per_epoch,
+        "iterations_per_epoch": iterations,
+        "minibatch": {"frames": data_config.frames_per_batch,
+                      "positives": data_config.frames_per_batch * data_config.pos_per_frame,
+                      "negatives": data_config.frames_per_batch * data_config.neg_per_frame},
+        "seed": seed,
+        "lr": {"schedule": "geometric per epoch", "start": lr[0], "end": lr[1], "fc6_mult": fc6_lr_mult,
+               "per_epoch": [e["lr"] for e in result.history]},
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "roi_method": roi_method,
+        "norm": "batch",
+        "half": half,
+        "data": data_config.to_dict(),
+        "git": code_version,
+        "torch": torch.__version__,
+        "loss_per_epoch": [e["loss"] for e in result.history],
+        "val_auc_per_epoch": val_auc,
+        "best_epoch": result.best_epoch,
+        "best_val_auc": val_auc[result.best_epoch - 1] if result.best_epoch else None,
+        "weights": {"file": WEIGHTS_NAME, "sha256": _sha256(weights), "dtype": "float16" if half else "float32"},
+        "started": runs[0]["started"],
+        "finished": runs[-1]["finished"],
+        "runs": runs,
+    }
+    tmp = provenance_path.with_name(provenance_path.name + ".tmp")
+    tmp.write_text(json.dumps(provenance, indent=1))
+    os.replace(tmp, provenance_path)
+    result.extra.update({"weights": weights, "provenance": provenance_path})
+    return result
