@@ -5,6 +5,7 @@
     vtrack track --tracker kcf --sequence datasets/dev/Couple --out out/couple
     vtrack eval --trackers csrt kcf --dataset datasets/dev --max-frames 100 --out out/dev
     vtrack train siamfc --data datasets/train --epochs 50 --out out/siamfc
+    vtrack train fdn --data datasets/train --epochs 10 --lr 1e-2 1e-3 --out out/fdn
 
 Mistakes a user can make (unknown tracker, bad box or setting, missing input) end with a
 one-line message on stderr and exit code 2, never a traceback.
@@ -217,23 +218,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot train {args.tracker!r}; trainable trackers: {', '.join(sorted(TRAINABLE))}")
     if args.threads is not None:
         _set_threads(args.threads)
-    from .training.siamfc_train import DEFAULT_MAX_VAL_FRAMES, train_siamfc
-
+    val_sequences = args.val_sequences if args.val_sequences is not None else _default_val_sequences()
+    common = dict(device=args.device, resume=args.resume, seed=args.seed, val_sequences=val_sequences,
+                  train_sequences=args.train_sequences, half=args.half, threads=args.threads,
+                  progress=not args.no_progress)
     try:
-        result = train_siamfc(
-            args.data, args.out, epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch,
-            batch_size=args.batch_size, device=args.device, resume=args.resume, seed=args.seed,
-            val_sequences=args.val_sequences if args.val_sequences is not None else _default_val_sequences(),
-            max_val_frames=args.max_val_frames or DEFAULT_MAX_VAL_FRAMES,
-            train_sequences=args.train_sequences, cache_dir=args.cache_dir, half=args.half,
-            threads=args.threads, progress=not args.no_progress, lr=tuple(args.lr),
-        )
+        if args.tracker == "siamfc":
+            from .training.siamfc_train import DEFAULT_MAX_VAL_FRAMES, train_siamfc
+
+            result = train_siamfc(
+                args.data, args.out, epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch,
+                batch_size=args.batch_size, max_val_frames=args.max_val_frames or DEFAULT_MAX_VAL_FRAMES,
+                cache_dir=args.cache_dir, lr=tuple(args.lr or (1e-2, 1e-5)), **common,
+            )
+        else:
+            from .training.fdn_train import DEFAULT_MAX_VAL_FRAMES as FDN_VAL_FRAMES
+            from .training.fdn_train import train_fdn
+
+            result = train_fdn(
+                args.data, args.out, epochs=args.epochs, cycles_per_epoch=args.cycles_per_epoch,
+                max_val_frames=args.max_val_frames or FDN_VAL_FRAMES, lr=tuple(args.lr or (1e-4, 1e-4)),
+                roi_method=args.roi_method, **common,
+            )
     except TrainingError as error:
         raise UsageError(str(error)) from None
     last = result.history[-1] if result.history else {}
     best = result.best_epoch
     val = result.history[best - 1].get("val", {}).get("auc") if best else None
-    print(f"siamfc: {len(result.history)} epoch(s), last loss {last.get('loss', float('nan')):.4f}"
+    print(f"{args.tracker}: {len(result.history)} epoch(s), last loss {last.get('loss', float('nan')):.4f}"
           + (f", best validation AUC {val:.4f} (epoch {best})" if val is not None else ""))
     print(f"wrote {result.extra['weights']} and {result.extra['provenance']}")
     return 0
@@ -286,26 +298,33 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (default 1)")
     ev.set_defaults(func=cmd_eval)
 
-    tr = sub.add_parser("train", help="train a tracker's network (trainable: siamfc)")
-    tr.add_argument("tracker", help="tracker to train (siamfc)")
+    tr = sub.add_parser("train", help="train a tracker's network (trainable: siamfc, fdn)")
+    tr.add_argument("tracker", help="tracker to train (siamfc, fdn)")
     tr.add_argument("--data", required=True, help="OTB- or GOT-10k-layout training folder (never the dev set)")
     tr.add_argument("--epochs", type=_positive, required=True)
     tr.add_argument("--out", required=True, help="folder for weights, checkpoint, history and curves")
-    tr.add_argument("--pairs-per-epoch", type=_positive, default=50_000, help="sampled pairs an epoch (paper: 50000)")
-    tr.add_argument("--batch-size", type=_positive, default=8)
+    tr.add_argument("--pairs-per-epoch", type=_positive, default=50_000,
+                    help="siamfc: sampled pairs an epoch (paper: 50000)")
+    tr.add_argument("--batch-size", type=_positive, default=8, help="siamfc: pairs per minibatch")
+    tr.add_argument("--cycles-per-epoch", type=_positive, default=10,
+                    help="fdn: passes over all domains an epoch, one minibatch per domain each (paper: 100 in all)")
+    tr.add_argument("--roi-method", choices=("align", "pool"), default="align",
+                    help="fdn: RoI layer to train with (max-RoIAlign, or RoIPool for the ablation)")
     tr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     tr.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt at its next epoch")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--val-sequences", nargs="*", metavar="SEQ",
                     help="sequences of --data held back for validation (default: uav_person12_1 uav_car10; "
                          "the option with no names: no validation, the last epoch's weights are kept)")
-    tr.add_argument("--max-val-frames", type=_positive, help="validate on the first N frames of each (default 150)")
+    tr.add_argument("--max-val-frames", type=_positive,
+                    help="validate on the first N frames of each (default: siamfc 150, fdn 100)")
     tr.add_argument("--train-sequences", nargs="+", metavar="SEQ", help="train on these only (default: all others)")
-    tr.add_argument("--cache-dir", help="cropped-pair cache (default OUT/cache; reused when it matches)")
+    tr.add_argument("--cache-dir", help="siamfc: cropped-pair cache (default OUT/cache; reused when it matches)")
     tr.add_argument("--threads", type=_positive, help="torch / OpenCV threads (default: torch's)")
-    tr.add_argument("--half", action="store_true", help="save siamfc.pt in fp16")
-    tr.add_argument("--lr", nargs=2, type=float, metavar=("START", "END"), default=(1e-2, 1e-5),
-                    help="learning rate annealed geometrically per epoch (paper: 1e-2 1e-5 over 50 epochs)")
+    tr.add_argument("--half", action="store_true", help="save the tracker's weights file in fp16")
+    tr.add_argument("--lr", nargs=2, type=float, metavar=("START", "END"),
+                    help="learning rate annealed geometrically per epoch (siamfc default and paper: 1e-2 1e-5; "
+                         "fdn default and paper: 1e-4 1e-4, for ImageNet-initialised conv layers)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.set_defaults(func=cmd_train)
     return parser

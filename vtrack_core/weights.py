@@ -46,7 +46,7 @@ def load_matconvnet_params(path: str | Path) -> dict[str, np.ndarray]:
         mat = loadmat(str(path), squeeze_me=True, struct_as_record=False)
     except Exception as exc:
         raise WeightsError(f"{path}: not a MATLAB file ({type(exc).__name__}: {exc})") from None
-    net = mat.get("net", mat)
+    net = mat_net(mat)
     params: dict[str, np.ndarray] = {}
     raw_params = getattr(net, "params", None)
     if raw_params is not None:
@@ -62,6 +62,20 @@ def load_matconvnet_params(path: str | Path) -> dict[str, np.ndarray]:
                 params[name + suffix] = np.asarray(value, dtype=np.float32)
         return params
     raise WeightsError(f"{path}: no net.params or net.layers inside")
+
+
+class _Fields:
+    """Attribute access to a .mat file's top-level variables, like a loaded struct's fields."""
+
+    def __init__(self, variables: dict[str, Any]) -> None:
+        self.__dict__.update({k: v for k, v in variables.items() if not k.startswith("__")})
+
+
+def mat_net(mat: dict[str, Any]) -> Any:
+    """The network struct of a loaded MatConvNet file: the variable `net`, or the file itself
+    when the net was saved with `save(file, '-struct', 'net')` (the released classification
+    models: top-level `layers`, `meta`)."""
+    return mat["net"] if "net" in mat else _Fields(mat)
 
 
 def matconvnet_conv_weight(array: np.ndarray) -> torch.Tensor:

@@ -70,20 +70,24 @@ def max_roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int 
     batch, channels, height, width = features.shape
     count = boxes.shape[1]
     boxes = boxes.to(features.dtype)
-    # Fractions of the box where the samples sit: bin j, point k -> (j + (k + 0.5) / s) / out.
-    points = output_size * sampling
-    fractions = (torch.arange(points, device=features.device, dtype=features.dtype) + 0.5) / points
-    x1, y1, x2, y2 = boxes.unbind(-1)  # B x N each
-    xs = x1.unsqueeze(-1) + fractions * (x2 - x1).unsqueeze(-1)  # B x N x P
-    ys = y1.unsqueeze(-1) + fractions * (y2 - y1).unsqueeze(-1)
+    # Sample positions: bin j, point k sits at fraction (j + (k + 0.5) / s) / out of the box.
+    bins = torch.arange(output_size, device=features.device, dtype=features.dtype)
+    points = (torch.arange(sampling, device=features.device, dtype=features.dtype) + 0.5) / sampling
+    fractions = ((bins.unsqueeze(1) + points) / output_size)  # out x s
+    x1, y1, x2, y2 = (v[..., None, None] for v in boxes.unbind(-1))  # B x N x 1 x 1
+    xs = x1 + fractions * (x2 - x1)  # B x N x out x s
+    ys = y1 + fractions * (y2 - y1)
     # align_corners=True: -1 is cell 0, +1 is cell W-1; beyond the map samples read zeros.
-    gx = (2.0 * xs / max(width - 1, 1) - 1.0).unsqueeze(2).expand(batch, count, points, points)
-    gy = (2.0 * ys / max(height - 1, 1) - 1.0).unsqueeze(3).expand(batch, count, points, points)
-    grid = torch.stack([gx, gy], dim=-1).reshape(batch, count * points, points, 2)
+    gx = 2.0 * xs / max(width - 1, 1) - 1.0
+    gy = 2.0 * ys / max(height - 1, 1) - 1.0
+    # Grid rows = (box, bin row, bin col), columns = the s x s points of that bin, so the
+    # max below reduces the innermost, contiguous axis.
+    gx = gx[:, :, None, :, None, :].expand(batch, count, output_size, output_size, sampling, sampling)
+    gy = gy[:, :, :, None, :, None].expand(batch, count, output_size, output_size, sampling, sampling)
+    grid = torch.stack([gx, gy], dim=-1).reshape(batch, count * output_size * output_size, sampling * sampling, 2)
     sampled = F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    # B x C x (N*P) x P -> B x C x N x out x s x out x s -> max over the s x s points of a bin
-    sampled = sampled.reshape(batch, channels, count, output_size, sampling, output_size, sampling)
-    pooled = sampled.amax(dim=(4, 6))  # B x C x N x out x out
+    pooled = sampled.amax(dim=3)  # B x C x (N*out*out)
+    pooled = pooled.reshape(batch, channels, count, output_size, output_size)
     return pooled.permute(0, 2, 1, 3, 4).reshape(batch * count, channels, output_size, output_size)
 
 

@@ -23,6 +23,7 @@ confidence 0.5, the LOST rule's default threshold.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ from ..ops.crops import crop_and_resize, image_to_tensor
 from ..ops.roi import FeatureGeometry, pool_rois
 from ..ops.sampling import SampleSpec, clip_boxes, draw_boxes, draw_with_overlap, xywh_to_xyxy
 from ..tracker import Tracker
-from ..weights import WeightsError, load_matconvnet_params, load_torch_state_dict, matconvnet_conv_weight
+from ..weights import WeightsError, load_matconvnet_params, load_torch_state_dict, mat_net, matconvnet_conv_weight
+
+log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "fdn.pt"
 NORMS = ("batch", "lrn")
@@ -152,8 +155,7 @@ def _mat_average_colour(path: Path) -> np.ndarray | None:
     net.normalization .averageImage), or None."""
     from scipy.io import loadmat
 
-    mat = loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    net = mat.get("net", mat)
+    net = mat_net(loadmat(str(path), squeeze_me=True, struct_as_record=False))
     for holder in (getattr(getattr(net, "meta", None), "normalization", None), getattr(net, "normalization", None)):
         average = getattr(holder, "averageImage", None)
         if average is not None:
@@ -324,11 +326,17 @@ class FDNConfig(TrackerConfig):
 
 @dataclass
 class UpdateRecord:
+    """One fine-tuning of the fc layers: the rows of the paper's Table 1."""
+
     frame: int
-    kind: str  # init | short | long
+    kind: str  # init | short (score below m) | long (every long_interval frames)
+    score: float  # the frame's target score (log-odds); nan for init
     iterations: int
-    loss: float
+    loss: float  # loss of the last iteration
     seconds: float
+
+
+UPDATE_HISTORY = 10_000  # records kept; totals cover the whole track
 
 
 class FDNTracker(Tracker):
@@ -350,7 +358,8 @@ class FDNTracker(Tracker):
             )
         self.base = build_fdn_net(weights, cfg.input_mean)
         self.region_px = int(16 * math.ceil(cfg.target_px * cfg.search_scale / 16))
-        self.updates: list[UpdateRecord] = []
+        self.updates: deque[UpdateRecord] = deque(maxlen=UPDATE_HISTORY)
+        self.update_totals = {"updates": 0, "iterations": 0, "seconds": 0.0}
 
     # -- helpers -----------------------------------------------------------------------------
     def _region(self, frame: torch.Tensor, box: np.ndarray) -> tuple[torch.Tensor, np.ndarray, float]:
@@ -433,7 +442,7 @@ class FDNTracker(Tracker):
         if len(neg):
             self.neg_memory.append(self._roi_features(features, origin, zoom, neg))
 
-    def _update_fc(self, kind: str) -> None:
+    def _update_fc(self, kind: str, score: float) -> None:
         cfg = self.config
         if not self.neg_memory or not self.pos_memory:
             return
@@ -443,7 +452,13 @@ class FDNTracker(Tracker):
         start = _clock()
         iterations, loss = self._train_fc(pos, neg, cfg.update_iterations, cfg.lr_update,
                                           cfg.loss_threshold if cfg.dynamic_update else None)
-        self.updates.append(UpdateRecord(self.frame_index + 1, kind, iterations, loss, _clock() - start))
+        record = UpdateRecord(self.frame_index + 1, kind, score, iterations, loss, _clock() - start)
+        self.updates.append(record)
+        self.update_totals["updates"] += 1
+        self.update_totals["iterations"] += iterations
+        self.update_totals["seconds"] += record.seconds
+        log.debug("fdn frame %d: %s update, score %.3f, %d iteration(s), loss %.4f, %.3f s", record.frame, kind,
+                  score, iterations, loss, record.seconds)
 
     # -- Tracker -----------------------------------------------------------------------------
     def _init(self, image: np.ndarray, box: Box) -> None:
@@ -481,7 +496,9 @@ class FDNTracker(Tracker):
         neg_features = self._roi_features(features, origin, zoom, neg)
         start = _clock()
         iterations, loss = self._train_fc(pos_features, neg_features, cfg.init_iterations, cfg.lr_init, None)
-        self.updates = [UpdateRecord(0, "init", iterations, loss, _clock() - start)]
+        self.updates.clear()
+        self.updates.append(UpdateRecord(0, "init", float("nan"), iterations, loss, _clock() - start))
+        self.update_totals = {"updates": 0, "iterations": 0, "seconds": 0.0}
         self.regressor = None
         if cfg.bbox_regression:
             samples = draw_with_overlap(
@@ -510,35 +527,40 @@ class FDNTracker(Tracker):
         top_index_np = top_index.cpu().numpy()
         score = float(top_scores.mean())
         success = score > cfg.score_threshold
-        target = candidates[top_index_np].mean(axis=0)
+        # The state the next frame samples around is the mean of the best candidates (their
+        # aspect ratio is the first frame's); box regression refines only the reported box,
+        # as MDNet does, so its errors cannot accumulate into the state.
+        self.target = clip_boxes(candidates[top_index_np].mean(axis=0), bounds, MIN_SIDE)[0]
+        reported = self.target
         if success:
             self.trans = cfg.trans
             if self.regressor is not None:
                 refined = self.regressor.predict(roi_features[top_index], candidates[top_index_np])
-                target = refined.mean(axis=0)
+                reported = clip_boxes(refined.mean(axis=0), bounds, MIN_SIDE)[0]
         else:
             self.trans = min(self.trans * cfg.trans_expand, cfg.trans_limit)
-        self.target = clip_boxes(target, bounds, MIN_SIDE)[0]
         frame_number = self.frame_index + 1
         if success:
             region_bounds = self._region_bounds(origin, zoom, width, height)
             self._collect(features, origin, zoom, self.target, region_bounds)
         if not success:
-            self._update_fc("short")  # the dynamic update of sec. 3.4
+            self._update_fc("short", score)  # the dynamic update of sec. 3.4
         elif cfg.long_interval > 0 and frame_number % cfg.long_interval == 0:
-            self._update_fc("long")
+            self._update_fc("long", score)
         self.last_score = score
-        x, y, w, h = self.target
+        x, y, w, h = reported
         return Box(x, y, w, h), 1.0 / (1.0 + math.exp(-max(min(score, 50.0), -50.0)))
 
     def update_iterations(self) -> dict[str, float]:
-        """Fine-tuning effort so far (the paper's Table 1 in summary)."""
-        online = [u for u in self.updates if u.kind != "init"]
+        """Online fine-tuning effort since init (the paper's Table 1 in summary)."""
+        totals = self.update_totals
         return {
-            "updates": len(online),
-            "iterations": int(sum(u.iterations for u in online)),
-            "mean_iterations": float(np.mean([u.iterations for u in online])) if online else 0.0,
-            "update_seconds": float(sum(u.seconds for u in online)),
+            "frames": self.frame_index,
+            "updates": totals["updates"],
+            "iterations": totals["iterations"],
+            "mean_iterations": totals["iterations"] / totals["updates"] if totals["updates"] else 0.0,
+            "iterations_per_frame": totals["iterations"] / max(self.frame_index, 1),
+            "update_seconds": totals["seconds"],
         }
 
 

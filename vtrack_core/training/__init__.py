@@ -5,7 +5,7 @@
 
 or `vtrack train siamfc --data datasets/train --epochs 50 --out out/siamfc`.
 
-The SiamFC parts are imported lazily, so `import vtrack_core.training` stays cheap.
+The per-tracker parts are imported lazily, so `import vtrack_core.training` stays cheap.
 """
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ from typing import Any
 
 from .loop import LoopConfig, TrainingResult, geometric_lr, run_training
 
-TRAINABLE = {"siamfc": "vtrack_core.training.siamfc_train:train_siamfc"}
+TRAINABLE = {
+    "siamfc": "vtrack_core.training.siamfc_train:train_siamfc",
+    "fdn": "vtrack_core.training.fdn_train:train_fdn",
+}
 
-__all__ = ["LoopConfig", "TrainingResult", "geometric_lr", "run_training", "train_siamfc", "TRAINABLE"]
+__all__ = ["LoopConfig", "TrainingResult", "geometric_lr", "run_training", "train_siamfc", "train_fdn", "TRAINABLE"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from .siamfc_train import train_siamfc
 
         return train_siamfc
+    if name == "train_fdn":
+        from .fdn_train import train_fdn
+
+        return train_fdn
     raise AttributeError(name)

@@ -1,0 +1,86 @@
+"""The FDN tracker with our packaged weights on real dev sequences (never used in training):
+it follows targets, its confidence says when the target is gone, the loss-threshold update
+spends fewer iterations than MDNet's fixed ten, and bad input is refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vtrack_core import Box, create_tracker
+from vtrack_core.eval.datasets import load_dataset
+from vtrack_core.eval.metrics import score
+from vtrack_core.eval.runner import run_sequence
+from vtrack_core.registry import tracker_config
+from vtrack_core.tracker import InvalidInputError, NotInitializedError, TrackState
+from vtrack_core.trackers.fdn import DEFAULT_WEIGHTS, FDNTracker
+
+pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="vtrack_core/weights/fdn.pt not trained yet")
+
+
+@pytest.fixture(scope="module")
+def crossing(dev_dataset_dir):
+    return load_dataset(dev_dataset_dir, ["Crossing"])[0]
+
+
+def test_registry_and_config():
+    config = tracker_config("fdn", roi_method="pool", dynamic_update="false")
+    assert config.roi_method == "pool" and config.dynamic_update is False
+    assert config.score_threshold == 0.0 and config.loss_threshold == 0.01 and config.update_iterations == 10
+    with pytest.raises(ValueError, match="roi_method"):
+        create_tracker("fdn", roi_method="average")
+
+
+def test_bad_input_is_refused(crossing):
+    tracker = create_tracker("fdn", device="cpu")
+    with pytest.raises(NotInitializedError):
+        tracker.update(crossing.image(0))
+    with pytest.raises(InvalidInputError):
+        tracker.init(crossing.image(0), Box(float("nan"), 1, 10, 10))
+    with pytest.raises(InvalidInputError):
+        tracker.init(crossing.image(0), Box(5000, 5000, 20, 20))
+    with pytest.raises(InvalidInputError):
+        tracker.init(np.zeros((0, 0, 3), np.uint8), Box(1, 1, 10, 10))
+
+
+@pytest.mark.slow
+def test_tracks_crossing_and_updates_dynamically(crossing):
+    """Crossing (120 frames): FDN follows the pedestrian; seeded, so the AUC is repeatable.
+    With the paper's loss threshold, updates stop early; MDNet's rule always runs ten."""
+    head = crossing.head(60)
+    dynamic = FDNTracker(tracker_config("fdn", device="cpu"))
+    result = run_sequence(dynamic, head, label="fdn")
+    auc = score(result.boxes, head.ground_truth).auc
+    assert auc > 0.55
+    fixed = FDNTracker(tracker_config("fdn", device="cpu", dynamic_update=False))
+    run_sequence(fixed, head, label="fdn-fixed")
+    online_fixed = [u for u in fixed.updates if u.kind != "init"]
+    assert online_fixed and all(u.iterations == 10 for u in online_fixed)
+    assert fixed.update_iterations()["iterations"] == 10 * len(online_fixed)
+    online = [u for u in dynamic.updates if u.kind != "init"]
+    early = [u for u in online if u.iterations < 10]
+    assert early and all(u.loss < 0.01 for u in early)  # stopped by the loss threshold, not otherwise
+    assert all(u.kind == "short" and u.score <= 0.0 for u in online if u.kind != "long")
+    assert dynamic.update_iterations()["mean_iterations"] < 10
+
+
+@pytest.mark.slow
+def test_confidence_falls_when_the_target_is_gone(crossing, dev_dataset_dir):
+    """Initialised on the Crossing pedestrian, then shown frames of another video: the
+    confidence drops below 0.5 and the track is reported LOST."""
+    tracker = create_tracker("fdn", device="cpu")
+    tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+    on_target = [tracker.update(crossing.image(i)).confidence for i in range(1, 6)]
+    other = load_dataset(dev_dataset_dir, ["MotorRolling"])[0]
+    away = [tracker.update(other.image(i)) for i in range(10)]
+    assert np.mean(on_target) > 0.5
+    assert np.mean([r.confidence for r in away[-5:]]) < 0.5
+    assert away[-1].state == TrackState.LOST
+
+
+@pytest.mark.slow
+def test_roi_pool_variant_tracks(crossing):
+    head = crossing.head(30)
+    tracker = create_tracker("fdn", device="cpu", roi_method="pool")
+    result = run_sequence(tracker, head, label="fdn-pool")
+    assert np.isfinite(result.boxes).all()
+    assert score(result.boxes, head.ground_truth).auc > 0.3
