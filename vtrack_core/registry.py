@@ -19,6 +19,7 @@ _REGISTRY: dict[str, str] = {
     "nano": "vtrack_core.trackers.opencv_baselines:NanoTracker",
     "siamfc": "vtrack_core.trackers.siamfc:SiamFCTracker",
     "fdn": "vtrack_core.trackers.fdn:FDNTracker",
+    "fcnt": "vtrack_core.trackers.fcnt:FCNTTracker",
 }
 
 

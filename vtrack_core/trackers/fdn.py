@@ -221,7 +221,10 @@ def build_fdn_net(path: str | Path, input_mean: float = 128.0) -> FDNNet:
     state = load_fdn_state(path, input_mean)
     net = FDNNet(domains=1, norm=detect_norm(state))
     state = {k: v.float() for k, v in state.items()}
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes that do not fit
+        raise WeightsError(f"{path}: does not fit FDN ({error})") from None
     missing = [k for k in missing if not k.endswith("num_batches_tracked") and k != "input_bgr"
                and not k.startswith(("fc6.", "fc4.", "fc5."))]
     if missing or unexpected:

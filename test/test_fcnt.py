@@ -1,0 +1,139 @@
+"""FCNT building blocks: the feature-map significance of eq. 6 (closed-form Hessian diagonal
+against autograd's), heat-map sums by integral image against brute force, the VGG-16 loader
+on a generated torchvision-layout file, and the tracker on a real dev sequence."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vtrack_core import Box, create_tracker
+from vtrack_core.eval.datasets import load_dataset
+from vtrack_core.eval.metrics import score
+from vtrack_core.eval.runner import run_sequence
+from vtrack_core.trackers.backbones import VGG16_LAYOUT, VGG16Backbone, build_backbone
+from vtrack_core.trackers.fcnt import SelCNN, box_sums, gaussian_heatmap, map_significance, select_maps
+from vtrack_core.weights import WeightsError
+
+
+def test_significance_matches_autograd_hessian_diagonal():
+    """s_i = -g_i f_i + 1/2 h_ii f_i^2 with h_ii in closed form equals the same quantity with
+    h_ii taken from autograd's second derivatives, element by element (summed per map)."""
+    torch.manual_seed(0)
+    features = torch.randn(1, 4, 7, 6, dtype=torch.float64)
+    target = torch.rand(1, 1, 7, 6, dtype=torch.float64)
+    model = SelCNN(4, kernel=3).double()
+    with torch.no_grad():
+        model.conv.weight.normal_()
+    ours = map_significance(model, features, target)
+
+    f = features.clone().requires_grad_(True)
+    model.eval()
+    loss = (model(f) - target).pow(2).sum()
+    (grad,) = torch.autograd.grad(loss, f, create_graph=True)
+    hessian_diag = torch.zeros_like(f)
+    flat_grad = grad.reshape(-1)
+    for index in range(flat_grad.numel()):  # the brute-force diagonal, one element at a time
+        (row,) = torch.autograd.grad(flat_grad[index], f, retain_graph=True)
+        hessian_diag.view(-1)[index] = row.view(-1)[index]
+    expected = (-grad * f + 0.5 * hessian_diag * f.pow(2)).sum(dim=(0, 2, 3)).detach()
+    assert torch.allclose(ours, expected, atol=1e-9)
+
+
+def test_selection_keeps_the_maps_that_explain_the_target():
+    """Maps that carry the target's blob are selected over noise maps."""
+    torch.manual_seed(1)
+    target = gaussian_heatmap((24, 24), (12.0, 10.0), (2.5, 3.0))[None, None]
+    noise = torch.randn(1, 12, 24, 24) * 0.3
+    informative = [2, 7, 9]
+    for channel in informative:
+        noise[0, channel] += target[0, 0] * (1.0 + 0.2 * channel)
+    keep, significance = select_maps(noise, target, keep=3, iterations=200, lr=1e-2, dropout=0.0)
+    assert sorted(keep.tolist()) == informative
+    assert (significance[:-1] >= significance[1:]).all()
+    everything, _ = select_maps(noise, target, keep=12, iterations=1, lr=1e-2)
+    assert everything.tolist() == list(range(12))  # K >= maps: no selection
+
+
+def test_box_sums_match_brute_force():
+    generator = torch.Generator().manual_seed(2)
+    heatmap = torch.rand(13, 17, generator=generator)
+    boxes = torch.tensor([[0, 0, 17, 13], [2.4, 3.6, 9.2, 11.5], [-3, -2, 4, 5], [10, 10, 30, 30], [5, 5, 5, 9]],
+                         dtype=torch.float32)
+    sums = box_sums(heatmap, boxes)
+    for box, value in zip(boxes.tolist(), sums.tolist()):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        x1, x2 = min(max(x1, 0), 17), min(max(x2, 0), 17)
+        y1, y2 = min(max(y1, 0), 13), min(max(y2, 0), 13)
+        expected = float(heatmap[y1:max(y2, y1), x1:max(x2, x1)].sum())
+        assert value == pytest.approx(expected, abs=1e-4)
+
+
+def reference_vgg16(state: dict[str, torch.Tensor], rgb01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv4-3 and conv5-3 from the raw state dict, following torchvision's index layout."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    x = (rgb01 - mean) / std
+    index, outputs = 0, []
+    for item in VGG16_LAYOUT:
+        if item == "M":
+            x = F.max_pool2d(x, 2, 2)
+            index += 1
+        else:
+            x = F.relu(F.conv2d(x, state[f"features.{index}.weight"], state[f"features.{index}.bias"], padding=1))
+            index += 2
+            if index in (23, 30):  # after features.21 (conv4_3) and features.28 (conv5_3)
+                outputs.append(x)
+    return outputs[0], outputs[1]
+
+
+def test_vgg16_loader_torchvision_layout(tmp_path):
+    torch.manual_seed(3)
+    state = {}
+    index, channels = 0, 3
+    for item in VGG16_LAYOUT:
+        if item == "M":
+            index += 1
+            continue
+        state[f"features.{index}.weight"] = torch.randn(int(item), channels, 3, 3) * (2.0 / (channels * 9)) ** 0.5
+        state[f"features.{index}.bias"] = torch.randn(int(item)) * 0.01
+        channels = int(item)
+        index += 2
+    state["classifier.0.weight"] = torch.zeros(8, 8)  # torchvision's classifier: ignored
+    path = tmp_path / "vgg16-397923af.pth"
+    torch.save(state, path)
+    backbone = build_backbone("vgg16", path).eval()
+    assert backbone.geometry.stride == 8.0
+    image = torch.rand(1, 3, 64, 80) * 255.0  # BGR 0..255, as trackers feed it
+    with torch.no_grad():
+        mid, high = backbone(image)
+        ref_mid, ref_high = reference_vgg16(state, image.flip(1) / 255.0)
+    assert mid.shape == (1, 512, 8, 10) and high.shape == (1, 512, 8, 10)  # conv5-3 upsampled to conv4-3
+    assert torch.allclose(mid, ref_mid, atol=1e-4)
+    assert torch.allclose(high, F.interpolate(ref_high, size=(8, 10), mode="bilinear", align_corners=False),
+                          atol=1e-4)
+    with pytest.raises(WeightsError, match="backbone_weights"):
+        build_backbone("vgg16", "")
+    torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError):
+        VGG16Backbone().load(tmp_path / "bad.pth")
+
+
+def test_config_refuses_no_network():
+    with pytest.raises(ValueError, match="both be off"):
+        create_tracker("fcnt", use_gnet=False, use_snet=False)
+
+
+@pytest.mark.slow
+def test_fcnt_follows_david_start(dev_dataset_dir):
+    """First 40 frames of David with the default FDN backbone: the face is followed and
+    the box keeps the target's scale (the edge-offset rule)."""
+    sequence = load_dataset(dev_dataset_dir, ["David"])[0].head(40)
+    tracker = create_tracker("fcnt", device="cpu")
+    result = run_sequence(tracker, sequence, label="fcnt")
+    assert score(result.boxes, sequence.ground_truth).auc > 0.5
+    areas = result.boxes[:, 2] * result.boxes[:, 3]
+    assert areas.max() < 2.0 * areas[0] and areas.min() > 0.5 * areas[0]
+    tracker.init(sequence.image(0), Box.from_xywh(sequence.ground_truth[0]))
+    assert len(tracker.keep_high) == 384 and len(tracker.keep_mid) == 256  # K = 384, conv2 has 256

@@ -1,0 +1,357 @@
+"""FCNT: "Visual Tracking with Fully Convolutional Networks" (Wang, Ouyang, Wang, Lu;
+ICCV 2015). Two feature levels of a CNN, the feature maps that matter for this target
+selected at the first frame (sec. 4.1), a general network (GNet, high level) and a specific
+network (SNet, mid level) that regress a foreground heat map (sec. 4.2), a distractor test
+that decides which heat map locates the target, and SNet-only online updates (sec. 4.3).
+
+Backbone: pluggable (`backbones.py`); the default is the conv stack of our FDN weights,
+because no ImageNet VGG-16 exists on our machines (set `backbone=vgg16` and
+`backbone_weights=FILE` with a torchvision state dict to run the paper's).
+
+Our reading of points the paper leaves open, each a config value:
+* Feature scaling: both levels are divided by their first-frame RMS activation, so the
+  heat-map networks see inputs of unit scale whatever the backbone.
+* Optimiser: Adam. The paper's SGD rates (1e-9 sel-CNN, 1e-7 GNet/SNet) belong to Caffe's
+  unnormalised sums over raw VGG activations and do not carry over.
+* The heat-map networks end in a ReLU as in the paper, but are trained on the values before
+  it (see `HeatmapNet.forward`).
+* Candidate confidence is the paper's sum of the heat map inside the box (an integral image),
+  taken over the heat map minus the level the target Gaussian has at the box's edge times
+  the map's peak (exp(-2) for sigma = w / 4). With the literal sum (`edge_offset=false`) a
+  larger box never scores lower, and the box grew to the whole ROI within ten frames in our
+  runs; with the offset, cells outside the target count against a box and the sum peaks at
+  the trained box size.
+
+Confidence (0..1): the chosen box's heat-map sum divided by the sum the first frame's
+target heat map M has inside the target box, clipped: about 1 when the predicted heat map is
+as strong as the trained one, near 0 when it has vanished.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..boxes import Box
+from ..config import TrackerConfig
+from ..device import resolve_device
+from ..ops.crops import crop_and_resize, image_to_tensor
+from .backbones import build_backbone
+from ..tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+# --- heat maps ------------------------------------------------------------------------------------
+def gaussian_heatmap(shape: tuple[int, int], centre: tuple[float, float], sigma: tuple[float, float],
+                     device: torch.device | None = None) -> torch.Tensor:
+    """H x W map, 1 at `centre` (cells, x y), Gaussian with per-axis `sigma` (cells)."""
+    height, width = shape
+    ys = torch.arange(height, device=device, dtype=torch.float32).unsqueeze(1)
+    xs = torch.arange(width, device=device, dtype=torch.float32).unsqueeze(0)
+    return torch.exp(-0.5 * (((xs - centre[0]) / sigma[0]) ** 2 + ((ys - centre[1]) / sigma[1]) ** 2))
+
+
+def box_sums(heatmap: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Sum of `heatmap` (H x W) inside each of N boxes (x1, y1, x2, y2 in cells, half-open,
+    rounded to whole cells and clipped to the map), from one integral image."""
+    height, width = heatmap.shape
+    integral = F.pad(heatmap.float().cumsum(0).cumsum(1), (1, 0, 1, 0))
+    corners = torch.round(boxes).long()
+    x1 = corners[:, 0].clamp(0, width)
+    x2 = corners[:, 2].clamp(0, width)
+    y1 = corners[:, 1].clamp(0, height)
+    y2 = corners[:, 3].clamp(0, height)
+    x2, y2 = torch.maximum(x2, x1), torch.maximum(y2, y1)
+    return integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]
+
+
+# --- feature-map selection (sec. 4.1) -----------------------------------------------------------
+class SelCNN(nn.Module):
+    """Dropout, then one convolution to a single map, no nonlinearity."""
+
+    def __init__(self, channels: int, kernel: int = 3, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.conv = nn.Conv2d(channels, 1, kernel, padding=kernel // 2)
+        nn.init.normal_(self.conv.weight, std=1e-3)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.dropout(features))
+
+
+def map_significance(model: SelCNN, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """S_k = sum over the k-th map of s_i = -g_i f_i + 1/2 h_ii f_i^2 (eq. 6) for
+    L = ||conv(F) - M||^2, dropout off.
+
+    g = dL/dF by back-propagation. The model is linear in F, so the Hessian's diagonal has a
+    closed form: d2L/df_i^2 = 2 * sum over the outputs o that f_i feeds of w_{o,i}^2, which is
+    the transposed convolution of a map of ones with the squared kernel (exact at the borders
+    too)."""
+    features = features.detach().requires_grad_(True)
+    model.eval()
+    loss = (model(features) - target).pow(2).sum()
+    (grad,) = torch.autograd.grad(loss, features)
+    weight = model.conv.weight.detach()
+    padding = model.conv.padding
+    ones = torch.ones(1, 1, *target.shape[-2:], device=features.device, dtype=features.dtype)
+    hessian = 2.0 * F.conv_transpose2d(ones, weight.pow(2), padding=padding)  # 1 x C x H x W
+    values = features.detach()
+    significance = -grad * values + 0.5 * hessian * values.pow(2)
+    return significance.sum(dim=(0, 2, 3))
+
+
+def select_maps(features: torch.Tensor, target: torch.Tensor, keep: int, iterations: int, lr: float,
+                dropout: float = 0.3, kernel: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train a sel-CNN on (features -> target heat map) and keep the `keep` most significant
+    maps. Returns (indices, significances), both sorted by significance, descending."""
+    channels = features.shape[1]
+    if keep >= channels:  # nothing to drop (the paper's K = 512 for 512 maps)
+        return torch.arange(channels, device=features.device), torch.zeros(channels, device=features.device)
+    model = SelCNN(channels, kernel, dropout).to(features.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(iterations):
+        loss = (model(features) - target).pow(2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    significance = map_significance(model, features, target)
+    order = torch.argsort(significance, descending=True)
+    return order[:keep], significance[order[:keep]]
+
+
+# --- GNet / SNet (sec. 4.2) ------------------------------------------------------------------------
+class HeatmapNet(nn.Module):
+    """conv 9x9 -> 36 maps -> ReLU -> conv 5x5 -> heat map -> ReLU (sizes kept by padding)."""
+
+    def __init__(self, channels: int, hidden: int = 36) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, hidden, 9, padding=4)
+        self.conv2 = nn.Conv2d(hidden, 1, 5, padding=2)
+        nn.init.normal_(self.conv1.weight, std=math.sqrt(2.0 / (channels * 81)))
+        nn.init.constant_(self.conv1.bias, 0.01)
+        # A small start keeps the output ReLU alive: a first step that overshoots below zero
+        # everywhere would leave no gradient at all.
+        nn.init.normal_(self.conv2.weight, std=1e-3)
+        nn.init.constant_(self.conv2.bias, 0.01)
+
+    def forward(self, features: torch.Tensor, clip: bool = True) -> torch.Tensor:
+        """`clip=False` during training: the square loss is taken before the output ReLU, so
+        a step that overshoots below zero cannot leave the net without gradient (with it,
+        half of our first-frame fits died on the first steps)."""
+        out = self.conv2(F.relu(self.conv1(features)))
+        return F.relu(out) if clip else out
+
+    def weight_norm(self) -> torch.Tensor:
+        return self.conv1.weight.pow(2).sum() + self.conv2.weight.pow(2).sum()
+
+
+@dataclass
+class FCNTConfig(TrackerConfig):
+    backbone: str = "fdn"  # fdn (our trained conv layers, default) | vgg16 (the paper's; needs weights)
+    backbone_weights: str = ""  # empty: fdn -> vtrack_core/weights/fdn.pt
+    weights: str = ""  # alias of backbone_weights (the node's `weights` parameter)
+    half: bool = False  # fp16 backbone on CUDA
+    roi_size: int = 386  # input ROI, pixels (sec. 5)
+    roi_context: float = 3.0  # ROI side / target mean side (ours; the paper gives only the 386 px)
+    selected_maps: int = 384  # K per level (sec. 5); >= the level's maps: no selection
+    sel_iterations: int = 50  # sec. 5
+    sel_lr: float = 1e-3
+    sel_dropout: float = 0.3
+    sel_kernel: int = 3
+    net_iterations: int = 50  # GNet / SNet at the first frame (sec. 5)
+    net_lr: float = 3e-4
+    update_iterations: int = 3  # SNet per update (sec. 5)
+    update_lr: float = 1e-4
+    weight_decay: float = 0.005  # beta, eq. 7 and 10
+    heatmap_sigma: float = 0.25  # Gaussian sigma per axis = this x target w, h
+    candidates: int = 600  # sec. 5
+    trans_variance: float = 10.0  # pixels^2, x and y (eq. 8, sec. 5)
+    scale_variance: float = 0.004  # eq. 8, sec. 5
+    edge_offset: bool = True  # subtract the heat map's box-edge level before summing (False: literal)
+    distractor_threshold: float = 0.2  # P_d (eq. 9) above it: SNet decides
+    adaptation_interval: int = 20  # SNet fine-tuned with the most confident result every N frames
+    use_gnet: bool = True  # ablation: False = FCNT_S
+    use_snet: bool = True  # ablation: False = FCNT_G
+    seed: int = 0
+    confidence_threshold: float = 0.3
+
+
+class FCNTTracker(Tracker):
+    name = "fcnt"
+    config_class = FCNTConfig
+
+    def __init__(self, config: FCNTConfig | None = None) -> None:
+        super().__init__(config)
+        cfg = self.config
+        if not (cfg.use_gnet or cfg.use_snet):
+            raise ValueError("fcnt: use_gnet and use_snet cannot both be off")
+        self.device = resolve_device(cfg.device)
+        self.dtype = torch.float16 if cfg.half and self.device.type == "cuda" else torch.float32
+        weights = cfg.backbone_weights or cfg.weights
+        self.backbone = build_backbone(cfg.backbone, weights).to(self.device, self.dtype).eval()
+        self.backbone.requires_grad_(False)
+        stride = self.backbone.geometry.stride
+        self.map_size = None  # set on the first crop
+        self.stride = stride
+
+    # -- geometry ---------------------------------------------------------------------------------
+    def _crop(self, image: np.ndarray, centre: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
+        """ROI around `centre`: (mid, high features scaled and selected later, origin, zoom)."""
+        cfg = self.config
+        side = cfg.roi_context * self.mean_side
+        zoom = cfg.roi_size / side
+        frame = image_to_tensor(image, self.device)
+        roi = crop_and_resize(frame, torch.as_tensor(centre - 0.5, device=self.device, dtype=torch.float32),
+                              torch.tensor([side], device=self.device), cfg.roi_size, self.fill)
+        with torch.no_grad():
+            mid, high = self.backbone(roi.to(self.dtype))
+        return mid.float(), high.float(), centre - side / 2, zoom
+
+    def _to_cells(self, boxes_xywh: np.ndarray, origin: np.ndarray, zoom: float) -> torch.Tensor:
+        """Image boxes (x, y, w, h) -> map-cell x1 y1 x2 y2 (cell i covers input pixels
+        offset + stride * (i -+ 1/2))."""
+        boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+        geometry = self.backbone.geometry
+        cells = ((xyxy - np.tile(origin, 2)) * zoom - geometry.offset) / geometry.stride + 0.5
+        return torch.as_tensor(cells, dtype=torch.float32, device=self.device)
+
+    def _target_map(self, box: np.ndarray, origin: np.ndarray, zoom: float) -> torch.Tensor:
+        cells = self._to_cells(box, origin, zoom)[0].cpu().numpy()
+        centre = ((cells[0] + cells[2]) / 2 - 0.5, (cells[1] + cells[3]) / 2 - 0.5)
+        size = (max(cells[2] - cells[0], 1.0), max(cells[3] - cells[1], 1.0))
+        sigma = (self.config.heatmap_sigma * size[0], self.config.heatmap_sigma * size[1])
+        return gaussian_heatmap(self.map_size, centre, sigma, self.device)[None, None]
+
+    # -- training ---------------------------------------------------------------------------------
+    def _fit(self, net: HeatmapNet, inputs: list[torch.Tensor], targets: list[torch.Tensor],
+             masks: list[torch.Tensor | None], optimizer: torch.optim.Optimizer, iterations: int) -> float:
+        """Minimise sum ||(M_hat - M) * mask||^2 + beta ||W||^2 (eq. 7 / eq. 10)."""
+        loss_value = float("nan")
+        for _ in range(iterations):
+            loss = self.config.weight_decay * net.weight_norm()
+            for features, target, mask in zip(inputs, targets, masks):
+                error = (net(features, clip=False) - target).pow(2)
+                loss = loss + (error * mask).sum() if mask is not None else loss + error.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value = float(loss.detach())
+        return loss_value
+
+    # -- Tracker -----------------------------------------------------------------------------------
+    def _init(self, image: np.ndarray, box: Box) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.state = np.array(box.xywh(), dtype=np.float64)
+        self.mean_side = float(self.state[2:].mean())
+        self.fill = image_to_tensor(image, self.device).mean(dim=(2, 3)).reshape(3)
+        centre = self.state[:2] + self.state[2:] / 2
+        mid, high, origin, zoom = self._crop(image, centre)
+        self.map_size = tuple(mid.shape[-2:])
+        self.scales = (float(mid.pow(2).mean().sqrt().clamp_min(1e-6)), float(high.pow(2).mean().sqrt().clamp_min(1e-6)))
+        mid, high = mid / self.scales[0], high / self.scales[1]
+        target = self._target_map(self.state, origin, zoom)
+        self.first_target = target
+        self.ideal_sum = float(box_sums(target[0, 0], self._to_cells(self.state, origin, zoom))[0])
+        # sec. 4.1: the K most significant maps of each level
+        keep_mid, _ = select_maps(mid, target, cfg.selected_maps, cfg.sel_iterations, cfg.sel_lr, cfg.sel_dropout,
+                                  cfg.sel_kernel)
+        keep_high, _ = select_maps(high, target, cfg.selected_maps, cfg.sel_iterations, cfg.sel_lr,
+                                   cfg.sel_dropout, cfg.sel_kernel)
+        self.keep_mid, self.keep_high = keep_mid, keep_high
+        mid, high = mid[:, keep_mid], high[:, keep_high]
+        # sec. 4.2: GNet on the high level, SNet on the mid level, trained on frame 1 (eq. 7)
+        self.gnet = HeatmapNet(len(keep_high)).to(self.device)
+        self.snet = HeatmapNet(len(keep_mid)).to(self.device)
+        if cfg.use_gnet:
+            self._fit(self.gnet, [high], [target], [None], torch.optim.Adam(self.gnet.parameters(), lr=cfg.net_lr),
+                      cfg.net_iterations)
+        if cfg.use_snet:
+            self._fit(self.snet, [mid], [target], [None], torch.optim.Adam(self.snet.parameters(), lr=cfg.net_lr),
+                      cfg.net_iterations)
+        self.gnet.requires_grad_(False)  # GNet stays fixed (sec. 4.3)
+        self.snet_optimizer = torch.optim.Adam(self.snet.parameters(), lr=cfg.update_lr)
+        self.first_mid = mid
+        self.best_recent: tuple[float, torch.Tensor, torch.Tensor] | None = None  # (confidence, mid, target)
+        self.distractor_frames = 0
+        self.snet_updates = {"adaptation": 0, "discrimination": 0}
+
+    def _locate(self, heatmap: torch.Tensor, candidates: np.ndarray, origin: np.ndarray,
+                zoom: float) -> tuple[int, torch.Tensor]:
+        """Best candidate on one heat map: (index, the plain heat-map sum inside it)."""
+        cells = self._to_cells(candidates, origin, zoom)
+        sums = box_sums(heatmap, cells)
+        scores = sums
+        if self.config.edge_offset:
+            level = math.exp(-0.125 / self.config.heatmap_sigma ** 2) * heatmap.max()
+            areas = (torch.round(cells[:, 2]) - torch.round(cells[:, 0])).clamp_min(0) * \
+                    (torch.round(cells[:, 3]) - torch.round(cells[:, 1])).clamp_min(0)
+            scores = sums - level * areas
+        best = int(torch.argmax(scores))
+        return best, sums[best]
+
+    def _update(self, image: np.ndarray) -> tuple[Box, float]:
+        cfg = self.config
+        height, width = image.shape[:2]
+        centre = self.state[:2] + self.state[2:] / 2
+        mid, high, origin, zoom = self._crop(image, centre)
+        mid = mid[:, self.keep_mid] / self.scales[0]
+        high = high[:, self.keep_high] / self.scales[1]
+        # eq. 8: candidates from a Gaussian around the last state (x, y, scale)
+        count = cfg.candidates
+        shift = self.rng.normal(0.0, math.sqrt(cfg.trans_variance), (count, 2))
+        scale = np.exp(self.rng.normal(0.0, math.sqrt(cfg.scale_variance), (count, 1)))
+        sizes = self.state[2:] * scale
+        centres = centre + shift
+        candidates = np.concatenate([centres - sizes / 2, sizes], axis=1)
+        candidates[0] = self.state  # the last state is always a candidate
+        with torch.no_grad():
+            g_map = self.gnet(high)[0, 0] if cfg.use_gnet else None
+            s_map = self.snet(mid)[0, 0] if cfg.use_snet else None
+        distractor = False
+        if g_map is not None:
+            best, inside = self._locate(g_map, candidates, origin, zoom)
+            total = float(g_map.sum())
+            p_d = (total - float(inside)) / max(float(inside), 1e-9)  # eq. 9
+            distractor = p_d > cfg.distractor_threshold
+            chosen_map = g_map
+        if g_map is None or (distractor and s_map is not None):
+            best, inside = self._locate(s_map, candidates, origin, zoom)
+            chosen_map = s_map
+        box = candidates[best]
+        confidence = min(float(inside) / max(self.ideal_sum, 1e-9), 1.0)
+        self.state = box.copy()
+        self.state[:2] = np.clip(self.state[:2] + self.state[2:] / 2, 0, [width - 1, height - 1]) - self.state[2:] / 2
+        # sec. 4.3: SNet updates (GNet fixed)
+        if cfg.use_snet:
+            target = self._target_map(self.state, origin, zoom)
+            if self.best_recent is None or confidence > self.best_recent[0]:
+                self.best_recent = (confidence, mid.detach(), target)
+            frame_number = self.frame_index + 1
+            if cfg.adaptation_interval > 0 and frame_number % cfg.adaptation_interval == 0 and self.best_recent:
+                _, best_mid, best_target = self.best_recent
+                self._fit(self.snet, [best_mid], [best_target], [None], self.snet_optimizer, cfg.update_iterations)
+                self.snet_updates["adaptation"] += 1
+                self.best_recent = None
+            if distractor:  # eq. 10: first frame, and the current frame's background only
+                cells = self._to_cells(self.state, origin, zoom)[0]
+                mask = torch.ones_like(target)
+                x1, y1, x2, y2 = (int(v) for v in torch.round(cells).tolist())
+                mask[..., max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = 0.0
+                self._fit(self.snet, [self.first_mid, mid], [self.first_target, target], [None, mask],
+                          self.snet_optimizer, cfg.update_iterations)
+                self.snet_updates["discrimination"] += 1
+        self.last_heatmap = chosen_map
+        x, y, w, h = self.state
+        return Box(x, y, w, h), confidence
