@@ -13,8 +13,8 @@ Our reading of points the paper leaves open, each a config value:
   heat-map networks see inputs of unit scale whatever the backbone.
 * Optimiser: Adam. The paper's SGD rates (1e-9 sel-CNN, 1e-7 GNet/SNet) belong to Caffe's
   unnormalised sums over raw VGG activations and do not carry over.
-* The heat-map networks end in a ReLU as in the paper, but are trained on the values before
-  it (see `HeatmapNet.forward`).
+* The heat-map networks end in a ReLU as in the paper; on the target's cells the loss is
+  taken before it (see `heatmap_error`).
 * Candidate confidence is the paper's sum of the heat map inside the box (an integral image),
   taken over the heat map minus the level the target Gaussian has at the box's edge times
   the map's peak (exp(-2) for sigma = w / 4). With the literal sum (`edge_offset=false`) a
@@ -144,14 +144,21 @@ class HeatmapNet(nn.Module):
         nn.init.constant_(self.conv2.bias, 0.01)
 
     def forward(self, features: torch.Tensor, clip: bool = True) -> torch.Tensor:
-        """`clip=False` during training: the square loss is taken before the output ReLU, so
-        a step that overshoots below zero cannot leave the net without gradient (with it,
-        half of our first-frame fits died on the first steps)."""
         out = self.conv2(F.relu(self.conv1(features)))
         return F.relu(out) if clip else out
 
     def weight_norm(self) -> torch.Tensor:
         return self.conv1.weight.pow(2).sum() + self.conv2.weight.pow(2).sum()
+
+
+def heatmap_error(net: HeatmapNet, features: torch.Tensor, target: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
+    """Squared error of the heat map, per cell. Where the target is (M > floor) it is taken
+    before the output ReLU, so a cell pushed below zero still gets gradient (with the loss
+    after the ReLU everywhere, half of our first-frame fits died in the first steps); on the
+    background it is taken after it, so any value <= 0 is already right and the background
+    comes out exactly 0, as the distractor test (eq. 9) needs."""
+    raw = net(features, clip=False)
+    return torch.where(target > floor, raw - target, F.relu(raw) - target).pow(2)
 
 
 @dataclass
@@ -240,7 +247,7 @@ class FCNTTracker(Tracker):
         for _ in range(iterations):
             loss = self.config.weight_decay * net.weight_norm()
             for features, target, mask in zip(inputs, targets, masks):
-                error = (net(features, clip=False) - target).pow(2)
+                error = heatmap_error(net, features, target)
                 loss = loss + (error * mask).sum() if mask is not None else loss + error.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
