@@ -19,7 +19,6 @@ curves.png.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -35,12 +34,12 @@ import torch.nn.functional as F
 from ..eval.datasets import DatasetError, Sequence
 from ..ops.sampling import SampleSpec, draw_with_overlap, xywh_to_xyxy
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, epoch_seed, geometric_lr, run_training
-from .siamfc_train import DEFAULT_VAL_SEQUENCES, _now, _sha256, git_commit, split_sequences
+from .common import git_commit, make_tracking_validator, now, split_sequences, write_provenance
+from .siamfc_train import DEFAULT_VAL_SEQUENCES
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "fdn.pt"
-PROVENANCE = "provenance.json"
 DEFAULT_MAX_VAL_FRAMES = 100
 MIN_TARGET_SIDE = 3.0  # frames whose target is smaller than this carry too little to learn from
 
@@ -200,24 +199,11 @@ def make_fdn_loss(roi_method: str = "align"):
 
 
 def make_validator(val_sequences: list[Sequence], max_frames: int | None, device: str):
-    """validate(model, epoch, weights_path) -> {'auc': mean, 'auc_<seq>': ...}: the real
-    tracker, built from the saved weights file, over the first `max_frames` frames."""
-    from ..eval.metrics import score
-    from ..eval.runner import run_sequence
+    """Validation AUC of `FDNTracker` built from each epoch's weights file."""
     from ..trackers.fdn import FDNConfig, FDNTracker
 
-    heads = [s.head(max_frames) for s in val_sequences]
-
-    def validate(model: torch.nn.Module, epoch: int, weights_path: Path) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        for sequence in heads:
-            tracker = FDNTracker(FDNConfig(weights=str(weights_path), device=device))
-            result = run_sequence(tracker, sequence, label="fdn-val")
-            metrics[f"auc_{sequence.name}"] = float(score(result.boxes, sequence.ground_truth).auc)
-        values = [v for v in metrics.values() if math.isfinite(v)]
-        return {"auc": float(np.mean(values)) if values else float("nan"), **metrics}
-
-    return validate
+    return make_tracking_validator(lambda weights: FDNTracker(FDNConfig(weights=str(weights), device=device)),
+                                   "fdn-val", val_sequences, max_frames)
 
 
 def export_weights(source: str | Path, target: str | Path, half: bool = False) -> Path:
@@ -264,7 +250,7 @@ def train_fdn(
 
     if epochs < 1 or cycles_per_epoch < 1:
         raise ValueError("epochs and cycles_per_epoch must be >= 1")
-    started = _now()
+    started = now()
     code_version = git_commit()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,52 +279,28 @@ def train_fdn(
                           parameters=groups, title="FDN (multi-domain)")
     weights = export_weights(result.best_weights, out / WEIGHTS_NAME, half=half)
 
-    provenance_path = out / PROVENANCE
-    previous: dict[str, Any] = {}
-    if resume and provenance_path.is_file():
-        try:
-            previous = json.loads(provenance_path.read_text())
-        except ValueError:
-            previous = {}
-    runs = list(previous.get("runs", []))
-    runs.append({"started": started, "finished": _now(), "from_epoch": result.resumed_from + 1,
-                 "to_epoch": len(result.history), "device": str(torch_device), "threads": torch.get_num_threads()})
-    val_auc = [e.get("val", {}).get("auc") for e in result.history]
-    provenance = {
-        "tracker": "fdn",
-        "data_dir": str(Path(data_dir).resolve()),
-        "domains": [{"name": s.name, "frames": len(s), "usable_frames": int(len(f))}
-                    for s, f in zip(train, domains.frames)],
-        "val_sequences": [s.name for s in val],
-        "max_val_frames": max_val_frames,
-        "epochs": epochs,
-        "cycles_per_epoch": cycles_per_epoch,
-        "iterations_per_epoch": iterations,
-        "minibatch": {"frames": data_config.frames_per_batch,
-                      "positives": data_config.frames_per_batch * data_config.pos_per_frame,
-                      "negatives": data_config.frames_per_batch * data_config.neg_per_frame},
-        "seed": seed,
-        "lr": {"schedule": "geometric per epoch", "start": lr[0], "end": lr[1], "fc6_mult": fc6_lr_mult,
-               "per_epoch": [e["lr"] for e in result.history]},
-        "momentum": momentum,
-        "weight_decay": weight_decay,
-        "roi_method": roi_method,
-        "norm": "batch",
-        "half": half,
-        "data": data_config.to_dict(),
-        "git": code_version,
-        "torch": torch.__version__,
-        "loss_per_epoch": [e["loss"] for e in result.history],
-        "val_auc_per_epoch": val_auc,
-        "best_epoch": result.best_epoch,
-        "best_val_auc": val_auc[result.best_epoch - 1] if result.best_epoch else None,
-        "weights": {"file": WEIGHTS_NAME, "sha256": _sha256(weights), "dtype": "float16" if half else "float32"},
-        "started": runs[0]["started"],
-        "finished": runs[-1]["finished"],
-        "runs": runs,
-    }
-    tmp = provenance_path.with_name(provenance_path.name + ".tmp")
-    tmp.write_text(json.dumps(provenance, indent=1))
-    os.replace(tmp, provenance_path)
+    provenance_path = write_provenance(
+        out, "fdn", data_dir, result, weights, half,
+        {"schedule": "geometric per epoch", "start": lr[0], "end": lr[1], "fc6_mult": fc6_lr_mult},
+        started, code_version, str(torch_device), resume,
+        {
+            "domains": [{"name": s.name, "frames": len(s), "usable_frames": int(len(f))}
+                        for s, f in zip(train, domains.frames)],
+            "val_sequences": [s.name for s in val],
+            "max_val_frames": max_val_frames,
+            "epochs": epochs,
+            "cycles_per_epoch": cycles_per_epoch,
+            "iterations_per_epoch": iterations,
+            "minibatch": {"frames": data_config.frames_per_batch,
+                          "positives": data_config.frames_per_batch * data_config.pos_per_frame,
+                          "negatives": data_config.frames_per_batch * data_config.neg_per_frame},
+            "seed": seed,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "roi_method": roi_method,
+            "norm": "batch",
+            "data": data_config.to_dict(),
+        },
+    )
     result.extra.update({"weights": weights, "provenance": provenance_path})
     return result

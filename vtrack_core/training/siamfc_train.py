@@ -15,23 +15,26 @@ Output folder:
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
-import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..eval.datasets import DatasetError, Sequence, load_dataset
+from ..eval.datasets import DatasetError, Sequence
+from .common import (  # noqa: F401 - git_commit, split_sequences: re-exported for callers of this module
+    PROVENANCE,
+    git_commit,
+    make_tracking_validator,
+    now,
+    split_sequences,
+    write_provenance,
+)
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
-from .siamfc_data import SiamFCDataConfig, SiamFCPairs, build_cache, video_of
+from .siamfc_data import SiamFCDataConfig, SiamFCPairs, build_cache
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,6 @@ log = logging.getLogger(__name__)
 DEFAULT_VAL_SEQUENCES = ("uav_person12_1", "uav_car10")
 DEFAULT_MAX_VAL_FRAMES = 150
 WEIGHTS_NAME = "siamfc.pt"
-PROVENANCE = "provenance.json"
 
 
 def siamfc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -67,72 +69,12 @@ def export_weights(source: str | Path, target: str | Path, half: bool = False) -
     return target
 
 
-def git_commit(path: str | Path | None = None) -> dict[str, Any]:
-    """{'commit': sha or None, 'dirty': bool or None} of the repository holding `path`."""
-    where = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-        return {"commit": commit, "dirty": bool(status.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def split_sequences(data_dir: str | Path, val_sequences: Iterable[str],
-                    train_sequences: Iterable[str] | None = None) -> tuple[list[Sequence], list[Sequence]]:
-    """(train, validation) sequences of `data_dir`: validation = the named ones, training =
-    `train_sequences` (default: every other sequence). Overlap is an error."""
-    val_names = list(dict.fromkeys(val_sequences))
-    val = load_dataset(data_dir, val_names) if val_names else []
-    val_set = {s.name for s in val}
-    if train_sequences is None:
-        train = [s for s in load_dataset(data_dir) if s.name not in val_set]
-    else:
-        train = load_dataset(data_dir, list(train_sequences))
-        both = sorted(val_set & {s.name for s in train})
-        if both:
-            raise DatasetError(f"sequence(s) {', '.join(both)} asked for both training and validation")
-    if not train:
-        raise DatasetError(f"{data_dir}: no training sequences left after holding back {', '.join(val_names)}")
-    shared = sorted({video_of(s.name) for s in train} & {video_of(s.name) for s in val})
-    if shared:
-        log.warning("validation and training share video(s) %s: validation will flatter", ", ".join(shared))
-    return train, val
-
-
 def make_validator(val_sequences: list[Sequence], max_frames: int | None, device: str):
-    """validate(model, epoch, weights_path) -> {'auc': mean, 'auc_<seq>': ...}: the real
-    tracker, built from the saved weights file, over the first `max_frames` frames."""
-    from ..eval.metrics import score
-    from ..eval.runner import run_sequence
+    """Validation AUC of `SiamFCTracker` built from each epoch's weights file."""
     from ..trackers.siamfc import SiamFCConfig, SiamFCTracker
 
-    heads = [s.head(max_frames) for s in val_sequences]
-
-    def validate(model: torch.nn.Module, epoch: int, weights_path: Path) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        for sequence in heads:
-            tracker = SiamFCTracker(SiamFCConfig(weights=str(weights_path), device=device))
-            result = run_sequence(tracker, sequence, label="siamfc-val")
-            metrics[f"auc_{sequence.name}"] = float(score(result.boxes, sequence.ground_truth).auc)
-        values = [v for v in metrics.values() if math.isfinite(v)]
-        return {"auc": float(np.mean(values)) if values else float("nan"), **metrics}
-
-    return validate
+    return make_tracking_validator(lambda weights: SiamFCTracker(SiamFCConfig(weights=str(weights), device=device)),
+                                   "siamfc-val", val_sequences, max_frames)
 
 
 def train_siamfc(
@@ -164,7 +106,7 @@ def train_siamfc(
 
     if batch_size < 1 or pairs_per_epoch < 1 or epochs < 1:
         raise ValueError("epochs, pairs_per_epoch and batch_size must be >= 1")
-    started = _now()
+    started = now()
     code_version = git_commit()  # the code that trains, not whatever is checked out at the end
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,48 +138,23 @@ def train_siamfc(
     )
     weights = export_weights(result.best_weights, out / WEIGHTS_NAME, half=half)
 
-    provenance_path = out / PROVENANCE
-    previous: dict[str, Any] = {}
-    if resume and provenance_path.is_file():
-        try:
-            previous = json.loads(provenance_path.read_text())
-        except ValueError:
-            previous = {}
-    runs = list(previous.get("runs", []))
-    runs.append({"started": started, "finished": _now(), "from_epoch": result.resumed_from + 1,
-                 "to_epoch": len(result.history), "device": str(torch_device),
-                 "threads": torch.get_num_threads()})
-    val_auc = [e.get("val", {}).get("auc") for e in result.history]
-    provenance = {
-        "tracker": "siamfc",
-        "data_dir": str(Path(data_dir).resolve()),
-        "train_sequences": [{"name": c.name, "frames": len(s), "usable_frames": len(c)} for s, c in zip(train, cached)],
-        "val_sequences": [s.name for s in val],
-        "max_val_frames": max_val_frames,
-        "epochs": epochs,
-        "pairs_per_epoch": pairs_per_epoch,
-        "batch_size": batch_size,
-        "iterations_per_epoch": iterations,
-        "seed": seed,
-        "lr": {"schedule": "geometric per epoch", "start": lr[0], "end": lr[1],
-               "per_epoch": [e["lr"] for e in result.history]},
-        "momentum": momentum,
-        "weight_decay": weight_decay,
-        "half": half,
-        "data": data_config.to_dict(),
-        "git": code_version,
-        "torch": torch.__version__,
-        "loss_per_epoch": [e["loss"] for e in result.history],
-        "val_auc_per_epoch": val_auc,
-        "best_epoch": result.best_epoch,
-        "best_val_auc": val_auc[result.best_epoch - 1] if result.best_epoch else None,
-        "weights": {"file": WEIGHTS_NAME, "sha256": _sha256(weights), "dtype": "float16" if half else "float32"},
-        "started": runs[0]["started"],
-        "finished": runs[-1]["finished"],
-        "runs": runs,
-    }
-    tmp = provenance_path.with_name(provenance_path.name + ".tmp")
-    tmp.write_text(json.dumps(provenance, indent=1))
-    os.replace(tmp, provenance_path)
+    provenance_path = write_provenance(
+        out, "siamfc", data_dir, result, weights, half,
+        {"schedule": "geometric per epoch", "start": lr[0], "end": lr[1]}, started, code_version,
+        str(torch_device), resume,
+        {
+            "train_sequences": [{"name": c.name, "frames": len(s), "usable_frames": len(c)} for s, c in zip(train, cached)],
+            "val_sequences": [s.name for s in val],
+            "max_val_frames": max_val_frames,
+            "epochs": epochs,
+            "pairs_per_epoch": pairs_per_epoch,
+            "batch_size": batch_size,
+            "iterations_per_epoch": iterations,
+            "seed": seed,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "data": data_config.to_dict(),
+        },
+    )
     result.extra.update({"weights": weights, "provenance": provenance_path})
     return result

@@ -1,0 +1,132 @@
+"""What every tracker's training entry point shares: the train / validation split, the
+validator that runs the real tracker on held-back sequences, and the provenance file that
+says where a set of weights came from."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from ..eval.datasets import DatasetError, Sequence, load_dataset
+from .loop import TrainingResult
+from .siamfc_data import video_of
+
+log = logging.getLogger(__name__)
+
+PROVENANCE = "provenance.json"
+
+
+def git_commit(path: str | Path | None = None) -> dict[str, Any]:
+    """{'commit': sha or None, 'dirty': bool or None} of the repository holding `path`."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        return {"commit": commit, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def split_sequences(data_dir: str | Path, val_sequences: Iterable[str],
+                    train_sequences: Iterable[str] | None = None) -> tuple[list[Sequence], list[Sequence]]:
+    """(train, validation) sequences of `data_dir`: validation = the named ones, training =
+    `train_sequences` (default: every other sequence). Overlap is an error."""
+    val_names = list(dict.fromkeys(val_sequences))
+    val = load_dataset(data_dir, val_names) if val_names else []
+    val_set = {s.name for s in val}
+    if train_sequences is None:
+        train = [s for s in load_dataset(data_dir) if s.name not in val_set]
+    else:
+        train = load_dataset(data_dir, list(train_sequences))
+        both = sorted(val_set & {s.name for s in train})
+        if both:
+            raise DatasetError(f"sequence(s) {', '.join(both)} asked for both training and validation")
+    if not train:
+        raise DatasetError(f"{data_dir}: no training sequences left after holding back {', '.join(val_names)}")
+    shared = sorted({video_of(s.name) for s in train} & {video_of(s.name) for s in val})
+    if shared:
+        log.warning("validation and training share video(s) %s: validation will flatter", ", ".join(shared))
+    return train, val
+
+
+def make_tracking_validator(make_tracker: Callable[[Path], Any], label: str, val_sequences: list[Sequence],
+                            max_frames: int | None):
+    """validate(model, epoch, weights_path) -> {'auc': mean, 'auc_<seq>': ...}: the real
+    tracker, built by `make_tracker(weights_path)` from the file just saved (as users load
+    it), over the first `max_frames` frames of each validation sequence."""
+    from ..eval.metrics import score
+    from ..eval.runner import run_sequence
+
+    heads = [s.head(max_frames) for s in val_sequences]
+
+    def validate(model: torch.nn.Module, epoch: int, weights_path: Path) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for sequence in heads:
+            result = run_sequence(make_tracker(weights_path), sequence, label=label)
+            metrics[f"auc_{sequence.name}"] = float(score(result.boxes, sequence.ground_truth).auc)
+        values = [v for v in metrics.values() if math.isfinite(v)]
+        return {"auc": float(np.mean(values)) if values else float("nan"), **metrics}
+
+    return validate
+
+
+def write_provenance(out: Path, tracker: str, data_dir: str | Path, result: TrainingResult, weights: Path,
+                     half: bool, lr: dict[str, Any], started: str, code_version: dict[str, Any], device: str,
+                     resume: bool, details: dict[str, Any]) -> Path:
+    """OUT/provenance.json: the data, settings (`details`), code commit, per-epoch loss and
+    validation AUC, the weights' hash, and every run that built it (resumes append)."""
+    path = out / PROVENANCE
+    previous: dict[str, Any] = {}
+    if resume and path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = {}
+    runs = list(previous.get("runs", []))
+    runs.append({"started": started, "finished": now(), "from_epoch": result.resumed_from + 1,
+                 "to_epoch": len(result.history), "device": device, "threads": torch.get_num_threads()})
+    val_auc = [e.get("val", {}).get("auc") for e in result.history]
+    provenance = {
+        "tracker": tracker,
+        "data_dir": str(Path(data_dir).resolve()),
+        **details,
+        "lr": {**lr, "per_epoch": [e["lr"] for e in result.history]},
+        "half": half,
+        "git": code_version,
+        "torch": torch.__version__,
+        "loss_per_epoch": [e["loss"] for e in result.history],
+        "val_auc_per_epoch": val_auc,
+        "best_epoch": result.best_epoch,
+        "best_val_auc": val_auc[result.best_epoch - 1] if result.best_epoch else None,
+        "weights": {"file": weights.name, "sha256": sha256(weights), "dtype": "float16" if half else "float32"},
+        "started": runs[0]["started"],
+        "finished": runs[-1]["finished"],
+        "runs": runs,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(provenance, indent=1))
+    os.replace(tmp, path)
+    return path
