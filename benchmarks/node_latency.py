@@ -1,8 +1,10 @@
 """End-to-end latency and drop rate of tracker_node at camera rate (a benchmark, not a test).
 
 For each tracker, runs the real pipeline (video_publisher at --rate Hz -> tracker_node ->
-result arrival) with vtrack-demo and reports latency from image stamp to result arrival
-(p50/p95), tracked fps and drop rate, with ratios to CSRT measured in the same run.
+result arrival) with vtrack-demo and reports the init time, latency from image stamp to the
+arrival of a result holding the target (p50/p95), tracked fps and the share of frames after
+the init frame that got no result for the target (dropped, or published while the tracker
+was still initialising), with ratios to CSRT measured in the same run.
 
     .venv/bin/python benchmarks/node_latency.py [--trackers csrt nano ...] [--video PATH] [--rate 30]
 """
@@ -45,11 +47,13 @@ def main() -> int:
             rows[tracker] = json.loads((out / "summary.json").read_text())
     base = rows.get("csrt")
     print(f"\n{Path(args.video).name} at {args.rate:g} Hz, {args.max_frames} frames")
-    print(f"{'tracker':10} {'frames':>6} {'done':>7} {'drop':>6} {'fps':>6} {'p50 ms':>7} {'p95 ms':>7} {'p50/csrt':>9} {'fps/csrt':>9}")
+    print(f"{'tracker':10} {'frames':>6} {'init s':>6} {'tracked':>7} {'missed':>6} {'fps':>6} {'p50 ms':>7} {'p95 ms':>7} "
+          f"{'p50/csrt':>9} {'fps/csrt':>9}")
     for tracker, row in rows.items():
         p50_ratio = row["latency_ms_p50"] / base["latency_ms_p50"] if base else float("nan")
         fps_ratio = row["processed_fps"] / base["processed_fps"] if base else float("nan")
-        print(f"{tracker:10} {row['frames']:6d} {row['processed_frames']:7d} {row['drop_rate']:6.1%} {row['processed_fps']:6.1f} "
+        print(f"{tracker:10} {row['frames']:6d} {row.get('init_seconds', float('nan')):6.2f} {row['processed_frames']:7d} "
+              f"{row['drop_rate']:6.1%} {row['processed_fps']:6.1f} "
               f"{row['latency_ms_p50']:7.1f} {row['latency_ms_p95']:7.1f} {p50_ratio:9.2f} {fps_ratio:9.2f}")
     return 0
 

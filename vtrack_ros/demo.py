@@ -148,12 +148,14 @@ def run(args: argparse.Namespace) -> dict:
         if not spin_until(lambda: frame_stamps and results, 60.0):
             raise RuntimeError(f"no image reached tracker_node; see {out / 'video_publisher.log'}, {out / 'tracker_node.log'}")
         first = frame_stamps[0]
-        init_stamp = 0
+        init_stamp, init_seconds = 0, float("nan")
         for stamp in (first, 0):  # frame 0, or the latest if the node never got frame 0
             request = InitTarget.Request(stamp=Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000),
                                          x=init_box.x, y=init_box.y, width=init_box.w, height=init_box.h)
+            asked = time.monotonic()
             future = init_client.call_async(request)
             if spin_until(future.done, 60.0) and future.result().success:
+                init_seconds = time.monotonic() - asked
                 init_stamp = stamp or (frame_stamps[-1] if frame_stamps else 0)
                 break
         if not future.done() or not future.result().success:
@@ -179,17 +181,22 @@ def run(args: argparse.Namespace) -> dict:
         node_log.close()
         publisher_log.close()
 
-    tracked = [s for s in frame_stamps if s in results]
-    latencies = np.array([results[s][0] - s / 1e9 for s in tracked[1:]]) * 1e3
+    # Frames after the init frame count; one counts as tracked when the node's answer for it
+    # holds the target. Frames answered while the tracker was still initialising (seconds for
+    # the deep trackers on a CPU) or dropped by the node are not tracked.
+    after = [s for s in frame_stamps if s > init_stamp]
+    tracked = [s for s in after if s in results and results[s][1].objects]
+    latencies = np.array([results[s][0] - s / 1e9 for s in tracked]) * 1e3
     summary = {
         "tracker": tracker,
         "video": args.video,
         "rate_hz": args.rate,
         "lockstep": bool(args.lockstep),
         "frames": len(frame_stamps),
-        "processed_frames": len(tracked),  # frames the node answered (with or without a target)
-        "dropped_frames": len(frame_stamps) - len(tracked),
-        "drop_rate": (len(frame_stamps) - len(tracked)) / max(1, len(frame_stamps)),
+        "init_seconds": init_seconds,  # init_target call to answer
+        "processed_frames": len(tracked),  # frames after the init frame with a result for the target
+        "dropped_frames": len(after) - len(tracked),
+        "drop_rate": (len(after) - len(tracked)) / max(1, len(after)),
         "processed_fps": len(tracked) / duration if duration > 0 else float("nan"),
         "latency_ms_p50": float(np.percentile(latencies, 50)) if latencies.size else float("nan"),
         "latency_ms_p95": float(np.percentile(latencies, 95)) if latencies.size else float("nan"),
@@ -236,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"vtrack-demo: {summary['tracker']}: {summary['frames']} frames at {summary['rate_hz']:g} Hz, "
-        f"{summary['processed_frames']} processed ({summary['processed_fps']:.1f} fps), {summary['dropped_frames']} dropped, "
+        f"init {summary['init_seconds']:.2f} s, {summary['processed_frames']} tracked ({summary['processed_fps']:.1f} fps), "
+        f"{summary['dropped_frames']} not tracked, "
         f"latency p50 {summary['latency_ms_p50']:.1f} ms, p95 {summary['latency_ms_p95']:.1f} ms"
     )
     print(f"vtrack-demo: wrote {args.out}/boxes.txt, {args.out}/summary.json"
