@@ -18,7 +18,8 @@ class WeightsError(ValueError):
 
 def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a .pt/.pth file: a bare state dict, or a checkpoint holding one
-    under 'state_dict' / 'model' / 'net' (the layouts training scripts commonly save)."""
+    under 'state_dict' / 'model' / 'net' (the layouts training scripts commonly save) or
+    'shared_layers' (py-MDNet)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} not found")
@@ -26,7 +27,7 @@ def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle of arbitrary objects, a corrupt file, ...
         raise WeightsError(f"{path}: not a PyTorch weights file ({type(exc).__name__}: {exc})") from None
-    for key in ("state_dict", "model", "net"):
+    for key in ("state_dict", "model", "net", "shared_layers"):
         if isinstance(data, dict) and key in data and isinstance(data[key], dict):
             data = data[key]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):

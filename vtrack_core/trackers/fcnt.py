@@ -28,8 +28,6 @@ as strong as the trained one, near 0 when it has vanished.
 """
 from __future__ import annotations
 
-import copy
-import logging
 import math
 from dataclasses import dataclass
 
@@ -42,10 +40,9 @@ from ..boxes import Box
 from ..config import TrackerConfig
 from ..device import resolve_device
 from ..ops.crops import crop_and_resize, image_to_tensor
-from .backbones import build_backbone
 from ..tracker import Tracker
+from .backbones import build_backbone
 
-log = logging.getLogger(__name__)
 
 
 # --- heat maps ------------------------------------------------------------------------------------
@@ -206,9 +203,7 @@ class FCNTTracker(Tracker):
         weights = cfg.backbone_weights or cfg.weights
         self.backbone = build_backbone(cfg.backbone, weights).to(self.device, self.dtype).eval()
         self.backbone.requires_grad_(False)
-        stride = self.backbone.geometry.stride
-        self.map_size = None  # set on the first crop
-        self.stride = stride
+        self.map_size: tuple[int, int] | None = None  # heat-map cells, set at init
 
     # -- geometry ---------------------------------------------------------------------------------
     def _crop(self, image: np.ndarray, centre: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
@@ -291,7 +286,6 @@ class FCNTTracker(Tracker):
         self.snet_optimizer = torch.optim.Adam(self.snet.parameters(), lr=cfg.update_lr)
         self.first_mid = mid
         self.best_recent: tuple[float, torch.Tensor, torch.Tensor] | None = None  # (confidence, mid, target)
-        self.distractor_frames = 0
         self.snet_updates = {"adaptation": 0, "discrimination": 0}
 
     def _locate(self, heatmap: torch.Tensor, candidates: np.ndarray, origin: np.ndarray,
@@ -332,10 +326,8 @@ class FCNTTracker(Tracker):
             total = float(g_map.sum())
             p_d = (total - float(inside)) / max(float(inside), 1e-9)  # eq. 9
             distractor = p_d > cfg.distractor_threshold
-            chosen_map = g_map
         if g_map is None or (distractor and s_map is not None):
             best, inside = self._locate(s_map, candidates, origin, zoom)
-            chosen_map = s_map
         box = candidates[best]
         confidence = min(float(inside) / max(self.ideal_sum, 1e-9), 1.0)
         self.state = box.copy()
@@ -359,6 +351,5 @@ class FCNTTracker(Tracker):
                 self._fit(self.snet, [self.first_mid, mid], [self.first_target, target], [None, mask],
                           self.snet_optimizer, cfg.update_iterations)
                 self.snet_updates["discrimination"] += 1
-        self.last_heatmap = chosen_map
         x, y, w, h = self.state
         return Box(x, y, w, h), confidence

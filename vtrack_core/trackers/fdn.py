@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..boxes import Box, iou
+from ..boxes import Box
 from ..config import TrackerConfig
 from ..device import resolve_device
 from ..ops.crops import crop_and_resize, image_to_tensor
@@ -202,14 +203,7 @@ def load_fdn_state(path: str | Path, input_mean: float = 128.0) -> dict[str, tor
         if not path.is_file():
             raise WeightsError(f"weights file {path} not found")
         return state_dict_from_matconvnet(load_matconvnet_params(path), _mat_average_colour(path), input_mean)
-    if path.is_file():
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - the shared reader below words the error
-            raw = None
-        if isinstance(raw, dict) and isinstance(raw.get("shared_layers"), dict):
-            return state_dict_from_py_mdnet(raw)
-    state = load_torch_state_dict(path)
+    state = load_torch_state_dict(path)  # unwraps py-MDNet's {'shared_layers': ...} too
     if "input_bgr" not in state:  # not written by FDNNet: py-MDNet's layout, RGB input
         return state_dict_from_py_mdnet(state)
     return {k: v for k, v in state.items() if k.startswith(SHARED_PREFIXES)}
@@ -440,10 +434,13 @@ class FDNTracker(Tracker):
                                 bounds, (cfg.pos_overlap, 1.0), MIN_SIDE)
         neg = draw_with_overlap(self.rng, box, cfg.neg_update, SampleSpec("uniform", cfg.neg_update_trans, cfg.neg_update_scale),
                                 bounds, (0.0, cfg.neg_overlap_update), MIN_SIDE)
+        if len(pos) + len(neg) == 0:
+            return
+        both = self._roi_features(features, origin, zoom, np.concatenate([pos, neg]))  # one RoI pass
         if len(pos):
-            self.pos_memory.append(self._roi_features(features, origin, zoom, pos))
+            self.pos_memory.append(both[: len(pos)])
         if len(neg):
-            self.neg_memory.append(self._roi_features(features, origin, zoom, neg))
+            self.neg_memory.append(both[len(pos):])
 
     def _update_fc(self, kind: str, score: float) -> None:
         cfg = self.config
@@ -452,10 +449,10 @@ class FDNTracker(Tracker):
         pos_frames = list(self.pos_memory) if kind == "long" else list(self.pos_memory)[-cfg.short_frames:]
         pos = torch.cat(pos_frames)
         neg = torch.cat(list(self.neg_memory))
-        start = _clock()
+        start = time.perf_counter()
         iterations, loss = self._train_fc(pos, neg, cfg.update_iterations, cfg.lr_update,
                                           cfg.loss_threshold if cfg.dynamic_update else None)
-        record = UpdateRecord(self.frame_index + 1, kind, score, iterations, loss, _clock() - start)
+        record = UpdateRecord(self.frame_index + 1, kind, score, iterations, loss, time.perf_counter() - start)
         self.updates.append(record)
         self.update_totals["updates"] += 1
         self.update_totals["iterations"] += iterations
@@ -497,10 +494,10 @@ class FDNTracker(Tracker):
             pos = target.reshape(1, 4)
         pos_features = self._roi_features(features, origin, zoom, pos)
         neg_features = self._roi_features(features, origin, zoom, neg)
-        start = _clock()
+        start = time.perf_counter()
         iterations, loss = self._train_fc(pos_features, neg_features, cfg.init_iterations, cfg.lr_init, None)
         self.updates.clear()
-        self.updates.append(UpdateRecord(0, "init", float("nan"), iterations, loss, _clock() - start))
+        self.updates.append(UpdateRecord(0, "init", float("nan"), iterations, loss, time.perf_counter() - start))
         self.update_totals = {"updates": 0, "iterations": 0, "seconds": 0.0}
         self.regressor = None
         if cfg.bbox_regression:
@@ -515,7 +512,6 @@ class FDNTracker(Tracker):
         self.neg_memory: deque[torch.Tensor] = deque([neg_features[: cfg.neg_update]], maxlen=max(cfg.short_frames, 1))
         self.target = target
         self.trans = cfg.trans
-        self.last_score = float("inf")
 
     def _update(self, image: np.ndarray) -> tuple[Box, float]:
         cfg = self.config
@@ -550,7 +546,6 @@ class FDNTracker(Tracker):
             self._update_fc("short", score)  # the dynamic update of sec. 3.4
         elif cfg.long_interval > 0 and frame_number % cfg.long_interval == 0:
             self._update_fc("long", score)
-        self.last_score = score
         x, y, w, h = reported
         return Box(x, y, w, h), 1.0 / (1.0 + math.exp(-max(min(score, 50.0), -50.0)))
 
@@ -565,9 +560,3 @@ class FDNTracker(Tracker):
             "iterations_per_frame": totals["iterations"] / max(self.frame_index, 1),
             "update_seconds": totals["seconds"],
         }
-
-
-def _clock() -> float:
-    import time
-
-    return time.perf_counter()
