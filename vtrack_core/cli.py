@@ -6,6 +6,7 @@
     vtrack eval --trackers csrt kcf --dataset datasets/dev --max-frames 100 --out out/dev
     vtrack train siamfc --data datasets/train --epochs 50 --out out/siamfc
     vtrack train fdn --data datasets/train --epochs 10 --lr 1e-2 1e-3 --out out/fdn
+    vtrack train rar --data datasets/train --epochs 6 --samples-per-epoch 480 --out out/rar
 
 Mistakes a user can make (unknown tracker, bad box or setting, missing input) end with a
 one-line message on stderr and exit code 2, never a traceback.
@@ -231,6 +232,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, max_val_frames=args.max_val_frames or DEFAULT_MAX_VAL_FRAMES,
                 cache_dir=args.cache_dir, lr=tuple(args.lr or (1e-2, 1e-5)), **common,
             )
+        elif args.tracker == "rar":
+            from .training.rar_train import DEFAULT_MAX_VAL_FRAMES as RAR_VAL_FRAMES
+            from .training.rar_train import train_rar
+
+            result = train_rar(
+                args.data, args.out, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
+                batch_size=args.batch_size, max_val_frames=args.max_val_frames or RAR_VAL_FRAMES,
+                lr=tuple(args.lr) if args.lr else None, backbone=args.backbone,
+                backbone_weights=args.backbone_weights, **common,
+            )
         else:
             from .training.fdn_train import DEFAULT_MAX_VAL_FRAMES as FDN_VAL_FRAMES
             from .training.fdn_train import train_fdn
@@ -298,14 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (default 1)")
     ev.set_defaults(func=cmd_eval)
 
-    tr = sub.add_parser("train", help="train a tracker's network (trainable: siamfc, fdn)")
-    tr.add_argument("tracker", help="tracker to train (siamfc, fdn)")
+    tr = sub.add_parser("train", help="train a tracker's network (trainable: siamfc, fdn, rar)")
+    tr.add_argument("tracker", help="tracker to train (siamfc, fdn, rar)")
     tr.add_argument("--data", required=True, help="OTB- or GOT-10k-layout training folder (never the dev set)")
     tr.add_argument("--epochs", type=_positive, required=True)
     tr.add_argument("--out", required=True, help="folder for weights, checkpoint, history and curves")
     tr.add_argument("--pairs-per-epoch", type=_positive, default=50_000,
                     help="siamfc: sampled pairs an epoch (paper: 50000)")
-    tr.add_argument("--batch-size", type=_positive, default=8, help="siamfc: pairs per minibatch")
+    tr.add_argument("--batch-size", type=_positive, default=8, help="siamfc, rar: pairs / samples per minibatch")
+    tr.add_argument("--samples-per-epoch", type=_positive, default=4000,
+                    help="rar: template + context + search-clip samples an epoch")
+    tr.add_argument("--backbone", choices=("light", "resnet50"), default="light", help="rar: backbone variant")
+    tr.add_argument("--backbone-weights", metavar="FILE",
+                    help="rar: torchvision resnet50 state dict to start from (conv1 and conv2_x then frozen, "
+                         "lr default 1e-3 -> 1e-4 as the paper)")
     tr.add_argument("--cycles-per-epoch", type=_positive, default=10,
                     help="fdn: passes over all domains an epoch, one minibatch per domain each (paper: 100 in all)")
     tr.add_argument("--roi-method", choices=("align", "pool"), default="align",
@@ -317,14 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sequences of --data held back for validation (default: uav_person12_1 uav_car10; "
                          "the option with no names: no validation, the last epoch's weights are kept)")
     tr.add_argument("--max-val-frames", type=_positive,
-                    help="validate on the first N frames of each (default: siamfc 150, fdn 100)")
+                    help="validate on the first N frames of each (default: siamfc 150, fdn 100, rar 150)")
     tr.add_argument("--train-sequences", nargs="+", metavar="SEQ", help="train on these only (default: all others)")
     tr.add_argument("--cache-dir", help="siamfc: cropped-pair cache (default OUT/cache; reused when it matches)")
     tr.add_argument("--threads", type=_positive, help="torch / OpenCV threads (default: torch's)")
     tr.add_argument("--half", action="store_true", help="save the tracker's weights file in fp16")
     tr.add_argument("--lr", nargs=2, type=float, metavar=("START", "END"),
                     help="learning rate annealed geometrically per epoch (siamfc default and paper: 1e-2 1e-5; "
-                         "fdn default and paper: 1e-4 1e-4, for ImageNet-initialised conv layers)")
+                         "fdn default and paper: 1e-4 1e-4, for ImageNet-initialised conv layers; "
+                         "rar: 1e-2 1e-3 from scratch, the paper's 1e-3 1e-4 with --backbone-weights)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.set_defaults(func=cmd_train)
     return parser

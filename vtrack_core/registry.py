@@ -20,6 +20,7 @@ _REGISTRY: dict[str, str] = {
     "siamfc": "vtrack_core.trackers.siamfc:SiamFCTracker",
     "fdn": "vtrack_core.trackers.fdn:FDNTracker",
     "fcnt": "vtrack_core.trackers.fcnt:FCNTTracker",
+    "rar": "vtrack_core.trackers.rar:RARTracker",
 }
 
 

@@ -16,9 +16,10 @@ from .loop import LoopConfig, TrainingResult, geometric_lr, run_training
 TRAINABLE = {
     "siamfc": "vtrack_core.training.siamfc_train:train_siamfc",
     "fdn": "vtrack_core.training.fdn_train:train_fdn",
+    "rar": "vtrack_core.training.rar_train:train_rar",
 }
 
-__all__ = ["LoopConfig", "TrainingResult", "geometric_lr", "run_training", "train_siamfc", "train_fdn", "TRAINABLE"]
+__all__ = ["LoopConfig", "TrainingResult", "geometric_lr", "run_training", "train_siamfc", "train_fdn", "train_rar", "TRAINABLE"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +31,8 @@ def __getattr__(name: str) -> Any:
         from .fdn_train import train_fdn
 
         return train_fdn
+    if name == "train_rar":
+        from .rar_train import train_rar
+
+        return train_rar
     raise AttributeError(name)

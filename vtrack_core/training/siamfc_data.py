@@ -133,6 +133,28 @@ def crop_square(image: np.ndarray, center: tuple[float, float], side: float, out
                           borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill))
 
 
+def photometric_jitter(image: np.ndarray, rng: np.random.Generator, colour_jitter: float, blur_prob: float,
+                       blur_sigma: tuple[float, float], grey: bool) -> np.ndarray:
+    """Brightness / contrast / saturation factors in [1-c, 1+c], a Gaussian blur now and then,
+    optionally grey; BGR float32 0..255 out. Shared by the trainers' samplers."""
+    out = image.astype(np.float32)
+    if colour_jitter > 0:
+        c = colour_jitter
+        brightness, contrast, saturation = (float(v) for v in rng.uniform(1 - c, 1 + c, size=3))
+        out *= brightness
+        mean = float(out.mean())
+        out = (out - mean) * contrast + mean
+        grey_level = out @ np.array([0.114, 0.587, 0.299], dtype=np.float32)  # BGR luma
+        out = (out - grey_level[..., None]) * saturation + grey_level[..., None]
+    if blur_prob > 0 and rng.random() < blur_prob:
+        sigma = float(rng.uniform(*blur_sigma))
+        out = cv2.GaussianBlur(out, (0, 0), sigma)
+    if grey:
+        luma = out @ np.array([0.114, 0.587, 0.299], dtype=np.float32)
+        out = np.repeat(luma[..., None], 3, axis=2)
+    return np.clip(out, 0.0, 255.0, out=out).astype(np.float32, copy=False)
+
+
 # --- cache ----------------------------------------------------------------------------------
 @dataclass
 class CachedSequence:
@@ -333,22 +355,7 @@ class SiamFCPairs:
 
     def _photometric(self, image: np.ndarray, rng: np.random.Generator, grey: bool) -> np.ndarray:
         cfg = self.config
-        out = image.astype(np.float32)
-        if cfg.colour_jitter > 0:
-            c = cfg.colour_jitter
-            brightness, contrast, saturation = (float(v) for v in rng.uniform(1 - c, 1 + c, size=3))
-            out *= brightness
-            mean = float(out.mean())
-            out = (out - mean) * contrast + mean
-            grey_level = out @ np.array([0.114, 0.587, 0.299], dtype=np.float32)  # BGR luma
-            out = (out - grey_level[..., None]) * saturation + grey_level[..., None]
-        if cfg.blur_prob > 0 and rng.random() < cfg.blur_prob:
-            sigma = float(rng.uniform(*cfg.blur_sigma))
-            out = cv2.GaussianBlur(out, (0, 0), sigma)
-        if grey:
-            luma = out @ np.array([0.114, 0.587, 0.299], dtype=np.float32)
-            out = np.repeat(luma[..., None], 3, axis=2)
-        return np.clip(out, 0.0, 255.0, out=out).astype(np.float32, copy=False)
+        return photometric_jitter(image, rng, cfg.colour_jitter, cfg.blur_prob, cfg.blur_sigma, grey)
 
     def make_pair(self, exemplar: tuple[int, int], search: tuple[int, int], negative: bool = False,
                   rng: np.random.Generator | None = None, augment: bool = True

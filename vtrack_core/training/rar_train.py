@@ -1,0 +1,325 @@
+"""Train RAR end to end (Gao et al., sec. 3.3-3.4) on OTB / GOT-10k layout sequences.
+
+A sample is one template frame and `search_frames` later frames of the same sequence (at
+most `max_gap` apart, in time order, so the LSTM of the attention module sees a short clip):
+
+* template patch z_0: (1 + padding) * sqrt(w h) px square around the target, resized to
+  `input_size` (225, sec. 3.4); k context patches of the same size one target size to the
+  left, right, above and below (CACF);
+* search patches x_j: the same size around the target of frame j, moved by up to
+  `max_shift` of the patch side and rescaled by up to `scale_jitter`, so that the target
+  sits off centre (as after motion) and the label moves with it.
+
+The filter is solved in closed form from z_0 and its context (eq. 7) inside the graph; every
+search patch is answered with eq. 5 and scored with eq. 8, ||g(x) - y||^2, y the Gaussian at
+the target's true position. Gradients flow through the FFT solve into the template, context
+and search branches (which share weights), as eq. 9. Frames pass the curation rules of the
+SiamFC sampler (no absent targets, none truncated by the image border).
+
+Optimiser (sec. 3.4): SGD, momentum 0.9, weight decay 5e-4, learning rate annealed
+geometrically. The paper fine-tunes ImageNet ResNet-50 weights from 1e-3 to 1e-4 with the
+first two stages frozen; `backbone_weights` (a torchvision resnet50 file) does exactly that.
+Without ImageNet weights (our case) the whole network trains from scratch and the default
+rates are 10x higher, as for our other from-scratch trainers.
+
+Output folder: rar.pt (best-validation weights, exported), provenance.json, and the loop's
+checkpoint.pt / last.pt / best.pt / history.json / curves.png.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from ..eval.datasets import DatasetError, Sequence
+from ..ops.correlation_filter import gaussian_label, hann_window, learn_filter, respond
+from .common import git_commit, make_tracking_validator, now, split_sequences, write_provenance
+from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
+from .siamfc_data import SiamFCDataConfig, crop_square, photometric_jitter, usable_frames
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VAL_SEQUENCES = ("uav_person12_1", "uav_car10")  # the same held-back pair as SiamFC / FDN
+DEFAULT_MAX_VAL_FRAMES = 150
+WEIGHTS_NAME = "rar.pt"
+FROZEN_WITH_IMAGENET = ("backbone.conv1.", "backbone.bn1.", "backbone.layer1.")  # "first two residual blocks"
+
+
+@dataclass
+class RARDataConfig:
+    input_size: int = 225
+    padding: float = 2.0
+    context_patches: int = 4
+    search_frames: int = 2
+    max_gap: int = 100
+    max_shift: float = 0.12  # search patch centre moved by up to this fraction of its side
+    scale_jitter: float = 0.05
+    label_sigma: float = 0.1  # as RARConfig.label_sigma
+    colour_jitter: float = 0.2
+    blur_prob: float = 0.2
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    grey_prob: float = 0.05
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RARSamples:
+    """Batches of (template, context, search, labels) cut straight from the JPEG frames."""
+
+    def __init__(self, sequences: list[Sequence], config: RARDataConfig | None = None, seed: int = 0,
+                 threads: int = 2) -> None:
+        from ..trackers.rar import context_offsets, output_size
+
+        self.config = config or RARDataConfig()
+        self.seed = int(seed)
+        self.size = output_size(self.config.input_size)
+        self._context_offsets = context_offsets
+        curation = SiamFCDataConfig()
+        self.sequences: list[Sequence] = []
+        self.frames: list[np.ndarray] = []
+        for sequence in sequences:
+            first = cv2.imread(str(sequence.frames[0]), cv2.IMREAD_COLOR)
+            if first is None:
+                raise DatasetError(f"{sequence.frames[0]}: not an image")
+            usable = usable_frames(sequence, (first.shape[1], first.shape[0]), curation)
+            if len(usable) >= 2:
+                self.sequences.append(sequence)
+                self.frames.append(usable)
+        if not self.sequences:
+            raise DatasetError("no training sequence has two usable frames")
+        counts = np.array([len(f) for f in self.frames], dtype=np.float64)
+        self._sequence_prob = counts / counts.sum()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads))
+
+    def __len__(self) -> int:
+        return int(sum(len(f) for f in self.frames))
+
+    def _patch(self, image: np.ndarray, center: np.ndarray, side: float, rng: np.random.Generator | None,
+               grey: bool) -> np.ndarray:
+        cfg = self.config
+        fill = image.reshape(-1, 3).mean(axis=0)
+        patch = crop_square(image, (float(center[0]), float(center[1])), side, cfg.input_size, fill)
+        if rng is None:
+            return patch.astype(np.float32)
+        return photometric_jitter(patch, rng, cfg.colour_jitter, cfg.blur_prob, cfg.blur_sigma, grey)
+
+    def sample(self, rng: np.random.Generator, augment: bool = True) -> dict[str, np.ndarray]:
+        cfg = self.config
+        index = int(rng.choice(len(self.sequences), p=self._sequence_prob))
+        sequence, usable = self.sequences[index], self.frames[index]
+        slot = int(rng.integers(len(usable)))
+        start = usable[slot]
+        later = usable[(usable > start) & (usable <= start + cfg.max_gap)]
+        if len(later) == 0:  # the clip's end: look back instead (the order is then reversed)
+            later = usable[(usable < start) & (usable >= start - cfg.max_gap)][::-1]
+        picks = np.sort(rng.choice(later, size=cfg.search_frames, replace=len(later) < cfg.search_frames))
+        if later[0] < start:
+            picks = picks[::-1]
+        gt = sequence.ground_truth
+        grey = bool(augment and rng.random() < cfg.grey_prob)
+        jitter_rng = rng if augment else None
+
+        template_image = cv2.imread(str(sequence.frames[start]), cv2.IMREAD_COLOR)
+        x, y, w, h = (float(v) for v in gt[start])
+        center = np.array([x + w / 2.0, y + h / 2.0])
+        side = (1.0 + cfg.padding) * math.sqrt(w * h)
+        template = self._patch(template_image, center, side, jitter_rng, grey)
+        context = [self._patch(template_image, center + offset, side, jitter_rng, grey)
+                   for offset in self._context_offsets(w, h, cfg.context_patches)]
+
+        searches, labels = [], []
+        for frame in picks:
+            image = cv2.imread(str(sequence.frames[int(frame)]), cv2.IMREAD_COLOR)
+            x, y, w, h = (float(v) for v in gt[int(frame)])
+            target = np.array([x + w / 2.0, y + h / 2.0])
+            scale = float(np.exp(rng.uniform(-1, 1) * math.log1p(cfg.scale_jitter))) if augment else 1.0
+            search_side = side * scale  # the tracker searches at its last size estimate
+            shift = rng.uniform(-cfg.max_shift, cfg.max_shift, size=2) * search_side if augment else np.zeros(2)
+            patch_center = target - shift
+            searches.append(self._patch(image, patch_center, search_side, jitter_rng, grey))
+            cell = search_side / self.size
+            mid = (self.size - 1) / 2.0
+            labels.append(gaussian_label(self.size, self.label_sigma_cells(),
+                                         (mid + shift[1] / cell, mid + shift[0] / cell)).numpy())
+        return {
+            "template": template.transpose(2, 0, 1),
+            "context": np.stack(context).transpose(0, 3, 1, 2) if context else np.zeros((0, 3, cfg.input_size, cfg.input_size), np.float32),
+            "search": np.stack(searches).transpose(0, 3, 1, 2),
+            "labels": np.stack(labels).astype(np.float32),
+        }
+
+    def label_sigma_cells(self) -> float:
+        return self.config.label_sigma * self.size / (1.0 + self.config.padding)
+
+    def batch(self, rng: np.random.Generator, size: int, augment: bool = True) -> dict[str, torch.Tensor]:
+        """template Bx3xHxW, context Bxkx3xHxW, search BxLx3xHxW (float32 BGR 0..255),
+        labels BxLxSxS."""
+        seeds = rng.integers(0, 2**63 - 1, size=size)
+        samples = list(self._pool.map(lambda s: self.sample(np.random.default_rng(int(s)), augment), seeds))
+        return {key: torch.from_numpy(np.ascontiguousarray(np.stack([s[key] for s in samples])))
+                for key in samples[0]}
+
+    def batches(self, epoch: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless batches for `epoch`, from a generator seeded by (seed, epoch) only."""
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        while True:
+            yield self.batch(rng, batch_size)
+
+
+class RARLoss:
+    """Eq. 8 averaged over the search frames of every sample, filters from eq. 7 in the graph."""
+
+    def __init__(self, size: int, label_sigma_cells: float, lambda1: float = 1e-4, lambda2: float = 0.1) -> None:
+        self.size = size
+        self.lambda1, self.lambda2 = lambda1, lambda2
+        self.sigma = label_sigma_cells
+        self._window: torch.Tensor | None = None
+        self._label: torch.Tensor | None = None
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        template, context, search, labels = batch["template"], batch["context"], batch["search"], batch["labels"]
+        if self._window is None or self._window.device != template.device:
+            self._window = hann_window(self.size, template.device)
+            self._label = gaussian_label(self.size, self.sigma, device=template.device)
+        count, contexts = template.shape[0], context.shape[1]
+        patches = torch.cat([template, context.flatten(0, 1)]) if contexts else template
+        features, state = model(patches, None)
+        features = features * self._window
+        context_features = features[count:].reshape(count, contexts, *features.shape[1:]) if contexts else None
+        filters = learn_filter(features[:count], self._label, context_features, self.lambda2)
+        state = [None if s is None else (s[0][:count], s[1][:count]) for s in state]
+        loss = template.new_zeros(())
+        for frame in range(search.shape[1]):
+            features, state = model(search[:, frame], state)
+            response = respond(filters, features * self._window, self.lambda1)
+            loss = loss + ((response - labels[:, frame]) ** 2).sum(dim=(1, 2)).mean()
+        return loss / search.shape[1]
+
+
+def export_weights(source: str | Path, target: str | Path, half: bool = False) -> Path:
+    """Training state dict -> the tracker's file (fp16 with `half`; loaders turn it back)."""
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v)
+             for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def make_validator(val_sequences: list[Sequence], max_frames: int | None, device: str, backbone: str,
+                   feature_channels: int, lstm_hidden: int):
+    from ..trackers.rar import RARConfig, RARTracker
+
+    def build(weights: Path) -> RARTracker:
+        return RARTracker(RARConfig(weights=str(weights), device=device, backbone=backbone,
+                                    feature_channels=feature_channels, lstm_hidden=lstm_hidden))
+
+    return make_tracking_validator(build, "rar-val", val_sequences, max_frames)
+
+
+def train_rar(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    epochs: int,
+    samples_per_epoch: int,
+    batch_size: int = 8,
+    device: str = "auto",
+    resume: bool = False,
+    seed: int = 0,
+    val_sequences: Iterable[str] = DEFAULT_VAL_SEQUENCES,
+    max_val_frames: int | None = DEFAULT_MAX_VAL_FRAMES,
+    train_sequences: Iterable[str] | None = None,
+    half: bool = False,
+    lr: tuple[float, float] | None = None,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    backbone: str = "light",
+    backbone_weights: str | Path | None = None,
+    feature_channels: int = 64,
+    lstm_hidden: int = 32,
+    data_config: RARDataConfig | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    grad_clip: float | None = 10.0,
+) -> TrainingResult:
+    """Train RAR; `extra['weights']` = OUT/rar.pt, `extra['provenance']` = OUT/provenance.json."""
+    from ..device import resolve_device
+    from ..trackers.rar import RARNet, load_torchvision_resnet50
+
+    if batch_size < 1 or samples_per_epoch < 1 or epochs < 1:
+        raise ValueError("epochs, samples_per_epoch and batch_size must be >= 1")
+    started = now()
+    code_version = git_commit()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads is not None:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+    if (out / CHECKPOINT).is_file() and not resume:
+        raise TrainingError(f"{out} already holds a training run ({CHECKPOINT}); resume it or choose another folder")
+    lr = lr or ((1e-3, 1e-4) if backbone_weights else (1e-2, 1e-3))
+    data_config = data_config or RARDataConfig()
+    train, val = split_sequences(data_dir, val_sequences, train_sequences)
+    samples = RARSamples(train, data_config, seed=seed, threads=threads or 2)
+    iterations = math.ceil(samples_per_epoch / batch_size)
+    torch_device = resolve_device(device)
+
+    torch.manual_seed(seed)
+    model = RARNet(backbone, feature_channels, lstm_hidden)
+    frozen: list[str] = []
+    if backbone_weights:
+        load_torchvision_resnet50(model.backbone, backbone_weights)
+        for name, parameter in model.named_parameters():
+            if name.startswith(FROZEN_WITH_IMAGENET):
+                parameter.requires_grad_(False)
+                frozen.append(name)
+        for name, module in model.named_modules():  # frozen stages keep ImageNet's statistics
+            if name.startswith(tuple(p.rstrip(".") for p in FROZEN_WITH_IMAGENET)) and isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = 0.0
+    loss = RARLoss(samples.size, samples.label_sigma_cells())
+    loop = LoopConfig(epochs=epochs, iterations=iterations, momentum=momentum, weight_decay=weight_decay,
+                      device=str(torch_device), seed=seed, monitor="auc" if val else None, monitor_mode="max",
+                      progress=progress, grad_clip=grad_clip)
+    validate = make_validator(val, max_val_frames, str(torch_device), backbone, feature_channels,
+                              lstm_hidden) if val else None
+    result = run_training(model, loss, lambda epoch: samples.batches(epoch, batch_size), out, loop,
+                          geometric_lr(lr[0], lr[1], epochs), validate=validate, resume=resume, title="RAR")
+    weights = export_weights(result.best_weights, out / WEIGHTS_NAME, half=half)
+    provenance_path = write_provenance(
+        out, "rar", data_dir, result, weights, half,
+        {"schedule": "geometric per epoch", "start": lr[0], "end": lr[1]}, started, code_version,
+        str(torch_device), resume,
+        {
+            "train_sequences": [{"name": s.name, "frames": len(s), "usable_frames": len(f)}
+                                for s, f in zip(samples.sequences, samples.frames)],
+            "val_sequences": [s.name for s in val],
+            "max_val_frames": max_val_frames,
+            "epochs": epochs,
+            "samples_per_epoch": samples_per_epoch,
+            "batch_size": batch_size,
+            "iterations_per_epoch": iterations,
+            "seed": seed,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "grad_clip": grad_clip,
+            "backbone": backbone,
+            "backbone_weights": str(backbone_weights) if backbone_weights else None,
+            "frozen_parameters": len(frozen),
+            "feature_channels": feature_channels,
+            "lstm_hidden": lstm_hidden,
+            "data": data_config.to_dict(),
+        },
+    )
+    result.extra.update({"weights": weights, "provenance": provenance_path})
+    return result
