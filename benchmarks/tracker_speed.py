@@ -29,6 +29,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--half", action="store_true")
     parser.add_argument("--random-weights", action="store_true", help="time deep trackers with random weights")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="settings for every tracker that has them, e.g. backbone=resnet50 (rar)")
     args = parser.parse_args()
 
     import torch
@@ -49,9 +51,12 @@ def main() -> int:
         for name in trackers:
             fields = set(tracker_class(name).config_class.field_names())
             overrides = {k: v for k, v in (("device", args.device), ("half", args.half)) if k in fields}
+            overrides.update({k: v for k, v in (item.split("=", 1) for item in args.set) if k in fields})
             if args.random_weights and "weights" in fields and name not in ("nano",):
                 module = sys.modules[tracker_class(name).__module__]
-                net = next(getattr(module, a)() for a in dir(module) if a.endswith("Net") and isinstance(getattr(module, a), type))
+                net_kwargs = {"backbone": overrides["backbone"]} if name == "rar" and "backbone" in overrides else {}
+                net = next(getattr(module, a)(**net_kwargs) for a in dir(module)
+                           if a.endswith("Net") and isinstance(getattr(module, a), type))
                 path = Path(tmp) / f"{name}.pt"
                 torch.save(net.state_dict(), path)
                 overrides["weights"] = str(path)

@@ -1,0 +1,79 @@
+"""The RAR tracker with our packaged weights on real dev sequences (never used in training):
+it follows targets, every ablation of Table 3 runs, its confidence says when the target is
+gone, and bad input is refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vtrack_core import Box, create_tracker
+from vtrack_core.eval.datasets import load_dataset
+from vtrack_core.eval.metrics import score
+from vtrack_core.eval.runner import run_sequence
+from vtrack_core.registry import tracker_config
+from vtrack_core.tracker import InvalidInputError, NotInitializedError, TrackState
+from vtrack_core.trackers.rar import DEFAULT_WEIGHTS, RARTracker
+
+pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="vtrack_core/weights/rar.pt not trained yet")
+
+ABLATIONS = {  # Table 3's variants as settings
+    "NAA": dict(inter_attention=False, channel_attention=False, spatial_attention=False),
+    "NTA": dict(inter_attention=False),
+    "NCA": dict(channel_attention=False),
+    "NSA": dict(spatial_attention=False),
+    "DST": dict(correlation="dcf"),
+    "NHF": dict(hierarchical=False),
+}
+
+
+@pytest.fixture(scope="module")
+def crossing(dev_dataset_dir):
+    return load_dataset(dev_dataset_dir, ["Crossing"])[0]
+
+
+def test_registry_config_and_bad_input(crossing):
+    config = tracker_config("rar", correlation="dcf", channel_attention="false")
+    assert config.correlation == "dcf" and config.channel_attention is False
+    assert (config.lambda1, config.lambda2, config.scale_step, config.scale_num) == (1e-4, 0.1, 1.02, 3)
+    with pytest.raises(ValueError, match="correlation"):
+        create_tracker("rar", correlation="kcf")
+    tracker = create_tracker("rar", device="cpu")
+    with pytest.raises(NotInitializedError):
+        tracker.update(crossing.image(0))
+    for bad in (Box(float("nan"), 1, 10, 10), Box(5000, 5000, 20, 20), Box(10, 10, -5, 20)):
+        with pytest.raises(InvalidInputError):
+            tracker.init(crossing.image(0), bad)
+    with pytest.raises(InvalidInputError):
+        tracker.init(np.zeros((0, 0, 3), np.uint8), Box(1, 1, 10, 10))
+
+
+@pytest.mark.slow
+def test_tracks_crossing_and_every_ablation_runs(crossing):
+    head = crossing.head(60)
+    result = run_sequence(RARTracker(tracker_config("rar", device="cpu")), head, label="rar")
+    assert score(result.boxes, head.ground_truth).auc > 0.6
+    short = crossing.head(8)
+    for name, settings in ABLATIONS.items():
+        variant = run_sequence(RARTracker(tracker_config("rar", device="cpu", **settings)), short, label=name)
+        assert np.isfinite(variant.boxes).all(), name
+        assert score(variant.boxes, short.ground_truth).auc > 0.3, name
+
+
+@pytest.mark.slow
+def test_confidence_falls_when_the_target_is_gone(crossing):
+    """As for FDN: five normal frames, then the pedestrian painted over with the frame's mean
+    colour: the confidence falls below the threshold and the track is reported LOST."""
+    tracker = create_tracker("rar", device="cpu")
+    tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+    on_target = [tracker.update(crossing.image(i)) for i in range(1, 6)]
+    hidden = []
+    for index in range(6, 16):
+        image = crossing.image(index).copy()
+        x, y, w, h = crossing.ground_truth[index]
+        top, left = max(int(y - h / 4), 0), max(int(x - w / 2), 0)
+        image[top:int(y + 1.25 * h), left:int(x + 1.5 * w)] = image.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+        hidden.append(tracker.update(image))
+    threshold = tracker.config.confidence_threshold
+    assert all(r.state == TrackState.TRACKING for r in on_target)
+    assert all(r.confidence < threshold for r in hidden[2:])
+    assert hidden[-1].state == TrackState.LOST

@@ -1,0 +1,118 @@
+"""RAR end-to-end training on the real training sequences: the sampled patches and labels,
+learning through the closed-form correlation layer, and `vtrack train rar` end to end
+(kept small)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vtrack_core.boxes import Box
+from vtrack_core.eval.datasets import load_dataset
+from vtrack_core.trackers.rar import RARConfig, RARNet, RARTracker
+from vtrack_core.training.rar_train import RARDataConfig, RARLoss, RARSamples
+
+SEQUENCES = ["vot_car1", "uav_boat1"]
+
+
+@pytest.fixture(scope="module")
+def samples(train_dataset_dir) -> RARSamples:
+    return RARSamples(load_dataset(train_dataset_dir, SEQUENCES), RARDataConfig(), seed=0)
+
+
+def test_patches_and_labels_follow_the_target(samples):
+    config = samples.config
+    rng = np.random.default_rng(3)
+    plain = samples.sample(rng, augment=False)
+    size, mid = samples.size, (samples.size - 1) / 2
+    assert plain["template"].shape == (3, config.input_size, config.input_size)
+    assert plain["context"].shape == (config.context_patches, 3, config.input_size, config.input_size)
+    assert plain["search"].shape == (config.search_frames, 3, config.input_size, config.input_size)
+    # Without augmentation the target sits in the middle of every search patch ...
+    for label in plain["labels"]:
+        row, col = divmod(int(label.argmax()), size)
+        assert (row, col) == (round(mid), round(mid)) and label.max() == pytest.approx(1.0)
+    # ... and the context patches show other content than the template (they are one target
+    # size away), while the template's centre holds the target.
+    differences = [np.abs(c - plain["template"]).mean() for c in plain["context"]]
+    assert min(differences) > 5.0
+    # With augmentation the label's peak moves with the target (by up to max_shift of the side).
+    shifts = []
+    for seed in range(12):
+        item = samples.sample(np.random.default_rng(seed))
+        for label in item["labels"]:
+            row, col = divmod(int(label.argmax()), size)
+            shifts.append(max(abs(row - mid), abs(col - mid)))
+    limit = config.max_shift * size + 1
+    assert max(shifts) <= limit and np.mean(np.array(shifts) > 0.5) > 0.5
+
+
+def test_search_frames_come_after_the_template_in_order(samples):
+    """The LSTM must see a clip in time order: with a fixed seed, recompute the frame picks."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        index = int(rng.choice(len(samples.sequences), p=samples._sequence_prob))
+        usable = samples.frames[index]
+        start = usable[int(rng.integers(len(usable)))]
+        later = usable[(usable > start) & (usable <= start + samples.config.max_gap)]
+        if len(later) == 0:
+            continue
+        picks = np.sort(rng.choice(later, size=samples.config.search_frames, replace=len(later) < 2))
+        assert (picks > start).all() and (np.diff(picks) >= 0).all()
+
+
+def test_the_loss_learns_through_the_correlation_layer(samples):
+    """A few SGD steps on one batch lower eq. 8: gradients reach the backbone through the FFT
+    solve of eq. 7."""
+    torch.manual_seed(0)
+    net = RARNet("light")
+    loss_fn = RARLoss(samples.size, samples.label_sigma_cells())
+    batch = samples.batch(np.random.default_rng(0), 2)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9)
+    losses = []
+    for _ in range(8):
+        loss = loss_fn(net, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        assert net.backbone.conv1.weight.grad.abs().sum() > 0
+        assert net.attention[0].lstm.hidden_conv.weight.grad.abs().sum() > 0  # through the clip's LSTM
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(math.isfinite(v) for v in losses)
+    assert min(losses[-3:]) < 0.8 * losses[0]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vtrack_core.cli", "train", "rar", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_train_rar_resumes_and_writes_loadable_weights(train_dataset_dir, tmp_path, dev_dataset_dir):
+    out = tmp_path / "rar"
+    common = ["--data", str(train_dataset_dir), "--out", str(out), "--train-sequences", *SEQUENCES,
+              "--val-sequences", "uav_wakeboard7", "--max-val-frames", "4", "--samples-per-epoch", "2",
+              "--batch-size", "2", "--threads", "2", "--no-progress"]
+    first = run_cli(*common, "--epochs", "1")
+    assert first.returncode == 0, first.stderr
+    history = json.loads((out / "history.json").read_text())["epochs"]
+    assert len(history) == 1 and history[0]["iterations"] == 1 and "auc" in history[0]["val"]
+    second = run_cli(*common, "--epochs", "2", "--resume", "--half")
+    assert second.returncode == 0, second.stderr
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert [d["name"] for d in provenance["train_sequences"]] == SEQUENCES
+    assert provenance["val_sequences"] == ["uav_wakeboard7"] and provenance["backbone"] == "light"
+    assert len(provenance["loss_per_epoch"]) == 2 and len(provenance["runs"]) == 2
+    assert provenance["weights"]["dtype"] == "float16" and provenance["lr"]["start"] == 1e-2
+    # The exported weights drive the real tracker.
+    sequence = load_dataset(dev_dataset_dir, ["Crossing"])[0]
+    tracker = RARTracker(RARConfig(weights=str(out / "rar.pt"), device="cpu"))
+    tracker.init(sequence.image(0), Box.from_xywh(sequence.ground_truth[0]))
+    result = tracker.update(sequence.image(1))
+    assert result.box.is_finite() and 0.0 <= result.confidence <= 1.0
+    again = run_cli(*common, "--epochs", "1")
+    assert again.returncode == 2 and "already holds" in again.stderr
