@@ -349,4 +349,4 @@ def test_cli_train_writes_everything_and_resumes(small_data, cache_dir, tmp_path
 
 def test_cli_train_unknown_tracker(capsys, tmp_path):
     assert vtrack_main(["train", "kcf", "--data", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "o")]) == 2
-    assert "trainable trackers: fdn, siamfc" in capsys.readouterr().err
+    assert "trainable trackers: fdn, rar, siamfc" in capsys.readouterr().err

@@ -11,13 +11,9 @@ offset of kernel tap k (taps in row-major order), one (dy, dx) map per output ce
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 
 def _torchvision_deform_conv2d():

@@ -51,7 +51,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..boxes import Box
@@ -316,11 +315,9 @@ class RARNet(nn.Module):
         return self.refine(attended, sw.hierarchical), new_state
 
 
-def select_state(state: list[LSTMState | None], index: int | torch.Tensor) -> list[LSTMState | None]:
+def select_state(state: list[LSTMState | None], index: int) -> list[LSTMState | None]:
     """The state of one patch of a batch (kept with its batch dimension)."""
-    return [None if s is None else (s[0][index:index + 1] if isinstance(index, int) else s[0][index],
-                                    s[1][index:index + 1] if isinstance(index, int) else s[1][index])
-            for s in state]
+    return [None if s is None else (s[0][index:index + 1], s[1][index:index + 1]) for s in state]
 
 
 # --- weights ---------------------------------------------------------------------------------------
