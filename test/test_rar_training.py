@@ -101,13 +101,14 @@ def test_cli_train_rar_resumes_and_writes_loadable_weights(train_dataset_dir, tm
     assert first.returncode == 0, first.stderr
     history = json.loads((out / "history.json").read_text())["epochs"]
     assert len(history) == 1 and history[0]["iterations"] == 1 and "auc" in history[0]["val"]
-    second = run_cli(*common, "--epochs", "2", "--resume", "--half")
+    second = run_cli(*common, "--epochs", "2", "--resume", "--half", "--clip-frames", "3")
     assert second.returncode == 0, second.stderr
     provenance = json.loads((out / "provenance.json").read_text())
     assert [d["name"] for d in provenance["train_sequences"]] == SEQUENCES
     assert provenance["val_sequences"] == ["uav_wakeboard7"] and provenance["backbone"] == "light"
     assert len(provenance["loss_per_epoch"]) == 2 and len(provenance["runs"]) == 2
     assert provenance["weights"]["dtype"] == "float16" and provenance["lr"]["start"] == 1e-2
+    assert provenance["data"]["search_frames"] == 3
     # The exported weights drive the real tracker.
     sequence = load_dataset(dev_dataset_dir, ["Crossing"])[0]
     tracker = RARTracker(RARConfig(weights=str(out / "rar.pt"), device="cpu"))

@@ -234,13 +234,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         elif args.tracker == "rar":
             from .training.rar_train import DEFAULT_MAX_VAL_FRAMES as RAR_VAL_FRAMES
-            from .training.rar_train import train_rar
+            from .training.rar_train import RARDataConfig, train_rar
 
             result = train_rar(
                 args.data, args.out, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                 batch_size=args.batch_size, max_val_frames=args.max_val_frames or RAR_VAL_FRAMES,
                 lr=tuple(args.lr) if args.lr else None, backbone=args.backbone,
-                backbone_weights=args.backbone_weights, **common,
+                backbone_weights=args.backbone_weights, data_config=RARDataConfig(search_frames=args.clip_frames),
+                **common,
             )
         else:
             from .training.fdn_train import DEFAULT_MAX_VAL_FRAMES as FDN_VAL_FRAMES
@@ -320,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--samples-per-epoch", type=_positive, default=4000,
                     help="rar: template + context + search-clip samples an epoch")
     tr.add_argument("--backbone", choices=("light", "resnet50"), default="light", help="rar: backbone variant")
+    tr.add_argument("--clip-frames", type=_positive, default=2,
+                    help="rar: search frames after each template (in time order: what the attention's LSTM sees)")
     tr.add_argument("--backbone-weights", metavar="FILE",
                     help="rar: torchvision resnet50 state dict to start from (conv1 and conv2_x then frozen, "
                          "lr default 1e-3 -> 1e-4 as the paper)")
