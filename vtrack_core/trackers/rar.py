@@ -159,6 +159,11 @@ class ResNetOS8(nn.Module):
         return conv3, conv4, conv5
 
 
+def label_sigma_cells(label_sigma: float, size: int, padding: float) -> float:
+    """Gaussian label sigma in cells: the target spans size / (1 + padding) cells."""
+    return label_sigma * size / (1.0 + padding)
+
+
 def output_size(input_size: int) -> int:
     """Side of the stride-8 maps for a square input of `input_size` px."""
     side = (input_size + 4 - 7) // 2 + 1  # conv1, padding 2
@@ -400,15 +405,14 @@ class RARTracker(Tracker):
         self.net.to(self.device, self.dtype, memory_format=torch.channels_last).eval()
         self.size = output_size(cfg.input_size)
         self.window = hann_window(self.size, self.device)
-        self.label = gaussian_label(self.size, self._label_sigma_cells(), device=self.device)
+        self.label = gaussian_label(self.size, label_sigma_cells(cfg.label_sigma, self.size, cfg.padding),
+                                    device=self.device)
         exponents = np.arange(cfg.scale_num) - (cfg.scale_num - 1) // 2
         self.scale_factors = np.array([cfg.scale_step ** float(e) for e in exponents])
-        self.scale_penalties = np.where(exponents == 0, 1.0, cfg.scale_penalty)
+        self.scale_penalties = torch.as_tensor(np.where(exponents == 0, 1.0, cfg.scale_penalty),
+                                               device=self.device, dtype=torch.float32)
         self.contexts = 0 if cfg.correlation == "dcf" else cfg.context_patches
 
-    def _label_sigma_cells(self) -> float:
-        """The target spans size / (1 + padding) cells; sigma is label_sigma of that."""
-        return self.config.label_sigma * self.size / (1.0 + self.config.padding)
 
     def _patch_side(self) -> float:
         return (1.0 + self.config.padding) * math.sqrt(float(self.target_size[0] * self.target_size[1]))
@@ -449,7 +453,7 @@ class RARTracker(Tracker):
         centers = np.repeat(self.center[None], len(sides), axis=0)
         features, state = self._features(frame, centers, sides, self.state)
         responses = respond(self.filter, features, cfg.lambda1)  # scales x S x S
-        peaks = responses.amax(dim=(1, 2)) * torch.as_tensor(self.scale_penalties, device=self.device, dtype=torch.float32)
+        peaks = responses.amax(dim=(1, 2)) * self.scale_penalties
         best = int(torch.argmax(peaks))
         d_row, d_col, peak = peak_offset(responses[best])
         cell = sides[best] / self.size  # image px per cell at the chosen scale

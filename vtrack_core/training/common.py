@@ -130,3 +130,12 @@ def write_provenance(out: Path, tracker: str, data_dir: str | Path, result: Trai
     tmp.write_text(json.dumps(provenance, indent=1))
     os.replace(tmp, path)
     return path
+
+
+def save_weights(state: dict[str, torch.Tensor], target: str | Path) -> Path:
+    """Write an exported state dict atomically (a crash never leaves half a weights file)."""
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, target)
+    return target

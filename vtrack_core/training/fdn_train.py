@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from ..eval.datasets import DatasetError, Sequence
 from ..ops.sampling import SampleSpec, draw_with_overlap, xywh_to_xyxy
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, epoch_seed, geometric_lr, run_training
-from .common import git_commit, make_tracking_validator, now, split_sequences, write_provenance
+from .common import git_commit, make_tracking_validator, now, save_weights, split_sequences, write_provenance
 from .siamfc_train import DEFAULT_VAL_SEQUENCES
 
 log = logging.getLogger(__name__)
@@ -215,11 +214,7 @@ def export_weights(source: str | Path, target: str | Path, half: bool = False) -
     state = {k: (v.half() if half and v.is_floating_point() and "running_" not in k else v)
              for k, v in state.items()
              if (k.startswith(SHARED_PREFIXES) or k == "input_bgr") and not k.endswith("num_batches_tracked")}
-    target = Path(target)
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, target)
-    return target
+    return save_weights(state, target)
 
 
 def train_fdn(

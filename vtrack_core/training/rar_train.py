@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ import torch
 
 from ..eval.datasets import DatasetError, Sequence
 from ..ops.correlation_filter import gaussian_label, hann_window, learn_filter, respond
-from .common import git_commit, make_tracking_validator, now, split_sequences, write_provenance
+from .common import git_commit, make_tracking_validator, now, save_weights, split_sequences, write_provenance
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
 from .siamfc_data import SiamFCDataConfig, crop_square, photometric_jitter, usable_frames
 
@@ -77,12 +76,13 @@ class RARSamples:
 
     def __init__(self, sequences: list[Sequence], config: RARDataConfig | None = None, seed: int = 0,
                  threads: int = 2) -> None:
-        from ..trackers.rar import context_offsets, output_size
+        from ..trackers.rar import context_offsets, label_sigma_cells, output_size
 
         self.config = config or RARDataConfig()
         self.seed = int(seed)
         self.size = output_size(self.config.input_size)
         self._context_offsets = context_offsets
+        self._label_sigma_cells = label_sigma_cells
         curation = SiamFCDataConfig()
         self.sequences: list[Sequence] = []
         self.frames: list[np.ndarray] = []
@@ -158,7 +158,7 @@ class RARSamples:
         }
 
     def label_sigma_cells(self) -> float:
-        return self.config.label_sigma * self.size / (1.0 + self.config.padding)
+        return self._label_sigma_cells(self.config.label_sigma, self.size, self.config.padding)
 
     def batch(self, rng: np.random.Generator, size: int, augment: bool = True) -> dict[str, torch.Tensor]:
         """template Bx3xHxW, context Bxkx3xHxW, search BxLx3xHxW (float32 BGR 0..255),
@@ -210,11 +210,7 @@ def export_weights(source: str | Path, target: str | Path, half: bool = False) -
     state = torch.load(source, map_location="cpu", weights_only=True)
     state = {k: (v.half() if half and v.is_floating_point() else v)
              for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    target = Path(target)
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, target)
-    return target
+    return save_weights(state, target)
 
 
 def make_validator(val_sequences: list[Sequence], max_frames: int | None, device: str, backbone: str,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -30,6 +29,7 @@ from .common import (  # noqa: F401 - git_commit, split_sequences: re-exported f
     git_commit,
     make_tracking_validator,
     now,
+    save_weights,
     split_sequences,
     write_provenance,
 )
@@ -62,11 +62,7 @@ def export_weights(source: str | Path, target: str | Path, half: bool = False) -
     state = torch.load(source, map_location="cpu", weights_only=True)
     state = {k: (v.half() if half and v.is_floating_point() and not k.startswith("head.") else v)
              for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    target = Path(target)
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, target)
-    return target
+    return save_weights(state, target)
 
 
 def make_validator(val_sequences: list[Sequence], max_frames: int | None, device: str):
