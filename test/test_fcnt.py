@@ -13,7 +13,8 @@ from vtrack_core.eval.datasets import load_dataset
 from vtrack_core.eval.metrics import score
 from vtrack_core.eval.runner import run_sequence
 from vtrack_core.trackers.backbones import VGG16_LAYOUT, VGG16Backbone, build_backbone
-from vtrack_core.trackers.fcnt import SelCNN, box_sums, gaussian_heatmap, map_significance, select_maps
+from vtrack_core.trackers.fcnt import (SelCNN, box_sums, distractor_ratio, draw_candidates, gaussian_heatmap,
+                                      map_significance, select_maps)
 from vtrack_core.weights import WeightsError
 
 
@@ -118,6 +119,44 @@ def test_vgg16_loader_torchvision_layout(tmp_path):
     torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(WeightsError):
         VGG16Backbone().load(tmp_path / "bad.pth")
+
+
+def test_candidates_spread_as_configured():
+    """Eq. 8's candidates: centres spread by trans_std pixels, sizes by scale_std (relative),
+    aspect kept, the last state kept as candidate 0."""
+    state = np.array([100.0, 50.0, 40.0, 20.0])
+    boxes = draw_candidates(state, 20000, 10.0, 0.004, np.random.default_rng(1))
+    np.testing.assert_array_equal(boxes[0], state)
+    centres = boxes[1:, :2] + boxes[1:, 2:] / 2
+    np.testing.assert_allclose(centres.mean(axis=0), [120.0, 60.0], atol=0.3)
+    np.testing.assert_allclose(centres.std(axis=0), [10.0, 10.0], rtol=0.03)
+    log_scale = np.log(boxes[1:, 2] / state[2])
+    assert abs(log_scale.std() - 0.004) < 2e-4
+    np.testing.assert_allclose(boxes[1:, 2] / boxes[1:, 3], 2.0)
+
+
+def test_spread_reading_follows_config():
+    """spread_as=std (the authors' code) uses the numbers as standard deviations,
+    spread_as=variance (the paper's words) takes their roots; anything else is refused."""
+    assert create_tracker("fcnt", device="cpu").spread == (10.0, 0.004)
+    trans_std, scale_std = create_tracker("fcnt", device="cpu", spread_as="variance").spread
+    assert trans_std == pytest.approx(10.0 ** 0.5) and scale_std == pytest.approx(0.004 ** 0.5)
+    with pytest.raises(ValueError, match="spread_as"):
+        create_tracker("fcnt", device="cpu", spread_as="sigma")
+
+
+def test_distractor_ratio_counts_blobs_not_haze():
+    """Eq. 9 on a 40 x 40 map: the target blob alone gives P_d = 0, a second blob as strong
+    gives 1; a faint haze over the map counts with the paper's plain sums (floor 0) and is
+    ignored above the authors' floor of 0.2 x the peak."""
+    target = gaussian_heatmap((40, 40), (10.0, 10.0), (2.0, 2.0))
+    box = torch.tensor([4.0, 4.0, 17.0, 17.0])
+    assert distractor_ratio(target, box, 0.2) == pytest.approx(0.0, abs=1e-6)
+    twin = target + gaussian_heatmap((40, 40), (30.0, 28.0), (2.0, 2.0))
+    assert distractor_ratio(twin, box, 0.2) == pytest.approx(1.0, rel=0.02)
+    hazy = target + 0.05
+    assert distractor_ratio(hazy, box, 0.0) > 1.0
+    assert distractor_ratio(hazy, box, 0.2) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_config_refuses_no_network():
