@@ -25,7 +25,8 @@ Our reading of points the paper leaves open, each a config value:
   authors' code counts only cells above 0.2 x the map's peak (`distractor_floor=0.2`):
   SNet then takes over, and is updated, on fewer frames (GNet on the first 60 frames of
   uav_person12_1: P_d > 0.2 in 14 % of the frames instead of 80 %), 1.9 fps instead of 1.2
-  on the held-back sequences, but the mean AUC there fell from 0.684 to 0.652, so the default stays the paper's.
+  on the held-back sequences, but the mean AUC there fell from 0.684 to 0.652, so the
+  default stays the paper's.
 * Candidate confidence is the paper's sum of the heat map inside the box (an integral image),
   taken over the heat map minus the level the target Gaussian has at the box's edge times
   the map's peak (exp(-2) for sigma = w / 4). With the literal sum (`edge_offset=false`) a
