@@ -13,6 +13,7 @@ from vtrack_core.eval.runner import run_sequence
 from vtrack_core.registry import tracker_config
 from vtrack_core.tracker import InvalidInputError, NotInitializedError, TrackState
 from vtrack_core.trackers.fdn import DEFAULT_WEIGHTS, FDNTracker
+from occlusion import target_painted_over
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="vtrack_core/weights/fdn.pt not trained yet")
 
@@ -73,11 +74,7 @@ def test_confidence_falls_when_the_target_is_gone(crossing):
     on_target = [tracker.update(crossing.image(i)).confidence for i in range(1, 6)]
     hidden = []
     for index in range(6, 16):
-        image = crossing.image(index).copy()
-        x, y, w, h = crossing.ground_truth[index]
-        top, left = max(int(y - h / 4), 0), max(int(x - w / 2), 0)
-        image[top:int(y + 1.25 * h), left:int(x + 1.5 * w)] = image.reshape(-1, 3).mean(axis=0).astype(np.uint8)
-        hidden.append(tracker.update(image))
+        hidden.append(tracker.update(target_painted_over(crossing, index)))
     assert np.mean(on_target) > 0.5
     assert all(r.confidence < 0.5 for r in hidden[2:])
     assert hidden[-1].state == TrackState.LOST
