@@ -1,6 +1,7 @@
 """FCNT building blocks: the feature-map significance of eq. 6 (closed-form Hessian diagonal
 against autograd's), heat-map sums by integral image against brute force, the VGG-16 loader
-on a generated torchvision-layout file, and the tracker on a real dev sequence."""
+on a generated torchvision-layout file, eq. 8's candidate spread, eq. 9's distractor ratio,
+and the tracker on real dev sequences (following a target; reporting LOST when it is gone)."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,10 +13,12 @@ from vtrack_core import Box, create_tracker
 from vtrack_core.eval.datasets import load_dataset
 from vtrack_core.eval.metrics import score
 from vtrack_core.eval.runner import run_sequence
+from vtrack_core.tracker import TrackState
 from vtrack_core.trackers.backbones import VGG16_LAYOUT, VGG16Backbone, build_backbone
 from vtrack_core.trackers.fcnt import (SelCNN, box_sums, distractor_ratio, draw_candidates, gaussian_heatmap,
                                       map_significance, select_maps)
 from vtrack_core.weights import WeightsError
+from occlusion import target_painted_over
 
 
 def test_significance_matches_autograd_hessian_diagonal():
@@ -176,3 +179,19 @@ def test_fcnt_follows_david_start(dev_dataset_dir):
     assert areas.max() < 2.0 * areas[0] and areas.min() > 0.5 * areas[0]
     tracker.init(sequence.image(0), Box.from_xywh(sequence.ground_truth[0]))
     assert len(tracker.keep_high) == 384 and len(tracker.keep_mid) == 256  # K = 384, conv2 has 256
+
+
+@pytest.mark.slow
+def test_fcnt_confidence_falls_when_the_target_is_gone(dev_dataset_dir):
+    """As for FDN and RAR: five normal frames of Crossing, then the pedestrian painted over:
+    the heat map inside the box fades, confidence drops below the threshold, and the track
+    is reported LOST."""
+    crossing = load_dataset(dev_dataset_dir, ["Crossing"])[0]
+    tracker = create_tracker("fcnt", device="cpu")
+    tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+    on_target = [tracker.update(crossing.image(i)) for i in range(1, 6)]
+    hidden = [tracker.update(target_painted_over(crossing, i)) for i in range(6, 16)]
+    threshold = tracker.config.confidence_threshold
+    assert all(r.state == TrackState.TRACKING for r in on_target)
+    assert all(r.confidence < threshold for r in hidden)
+    assert hidden[-1].state == TrackState.LOST
