@@ -15,8 +15,8 @@ from vtrack_core.eval.metrics import score
 from vtrack_core.eval.runner import run_sequence
 from vtrack_core.tracker import TrackState
 from vtrack_core.trackers.backbones import VGG16_LAYOUT, VGG16Backbone, build_backbone
-from vtrack_core.trackers.fcnt import (SelCNN, box_sums, distractor_ratio, draw_candidates, gaussian_heatmap,
-                                      map_significance, select_maps)
+from vtrack_core.trackers.fcnt import (SelCNN, box_sums, candidate_scores, distractor_ratio, draw_candidates,
+                                      gaussian_heatmap, map_significance, select_maps)
 from vtrack_core.weights import WeightsError
 from occlusion import target_painted_over
 
@@ -160,6 +160,27 @@ def test_distractor_ratio_counts_blobs_not_haze():
     hazy = target + 0.05
     assert distractor_ratio(hazy, box, 0.0) > 1.0
     assert distractor_ratio(hazy, box, 0.2) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["edge_offset", "area_power"])
+def test_candidate_rules_pick_the_trained_size(rule):
+    """A target heat map (sigma = side / 4) for a 12 x 8 box: the size-aware rules rank the
+    true box above a halved and a doubled one (same centre); the paper's plain sum prefers
+    the doubled one, which is why it is not the default."""
+    heatmap = gaussian_heatmap((48, 48), (23.5, 23.5), (3.0, 2.0))
+    boxes = torch.tensor([[18.0, 20.0, 30.0, 28.0], [21.0, 22.0, 27.0, 26.0], [12.0, 16.0, 36.0, 32.0]])
+    scores, sums = candidate_scores(heatmap, boxes, rule, heatmap_sigma=0.25)
+    assert int(torch.argmax(scores)) == 0
+    torch.testing.assert_close(sums, box_sums(heatmap, boxes))
+    literal, _ = candidate_scores(heatmap, boxes, "sum", heatmap_sigma=0.25)
+    assert int(torch.argmax(literal)) == 2
+    with pytest.raises(ValueError):
+        candidate_scores(heatmap, boxes, "peak", heatmap_sigma=0.25)
+
+
+def test_config_refuses_unknown_rules():
+    with pytest.raises(ValueError, match="candidate_score"):
+        create_tracker("fcnt", device="cpu", candidate_score="peak")
 
 
 def test_config_refuses_no_network():
