@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -16,6 +15,7 @@ from vtrack_core.eval.datasets import load_dataset
 from vtrack_core.ops.sampling import SampleSpec, draw_boxes, draw_with_overlap
 from vtrack_core.trackers.fdn import FDNConfig, FDNNet, FDNTracker
 from vtrack_core.training.fdn_train import FDNDataConfig, FDNDomains, make_fdn_loss
+from cli_runner import run_vtrack
 
 SEQUENCES = ["vot_car1", "uav_boat1"]
 
@@ -108,8 +108,7 @@ def test_multi_domain_loss_learns(domains):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vtrack_core.cli", "train", "fdn", *args],
-                          capture_output=True, text=True, timeout=600)
+    return run_vtrack("train", "fdn", *args)
 
 
 def test_cli_train_fdn_resumes_and_writes_loadable_weights(train_dataset_dir, tmp_path, dev_dataset_dir):

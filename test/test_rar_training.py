@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from vtrack_core.boxes import Box
 from vtrack_core.eval.datasets import load_dataset
 from vtrack_core.trackers.rar import RARConfig, RARNet, RARTracker
 from vtrack_core.training.rar_train import RARDataConfig, RARLoss, RARSamples
+from cli_runner import run_vtrack
 
 SEQUENCES = ["vot_car1", "uav_boat1"]
 
@@ -88,8 +88,7 @@ def test_the_loss_learns_through_the_correlation_layer(samples):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vtrack_core.cli", "train", "rar", *args],
-                          capture_output=True, text=True, timeout=600)
+    return run_vtrack("train", "rar", *args)
 
 
 def test_cli_train_rar_resumes_and_writes_loadable_weights(train_dataset_dir, tmp_path, dev_dataset_dir):

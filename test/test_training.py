@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from vtrack_core.training.siamfc_data import (
     video_of,
 )
 from vtrack_core.training.siamfc_train import siamfc_loss, train_siamfc
+from cli_runner import run_vtrack
 
 SMALL = ["uav_wakeboard7", "vot_ball1", "dtb_Surfing06"]  # 67 + 105 + 106 frames
 
@@ -303,8 +303,7 @@ def test_train_siamfc_resume_matches_uninterrupted(small_data, cache_dir, tmp_pa
 
 # --- the command line ---------------------------------------------------------------------------
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vtrack_core.cli", "train", *args],
-                          capture_output=True, text=True, timeout=300)
+    return run_vtrack("train", *args, timeout=300)
 
 
 def test_cli_train_writes_everything_and_resumes(small_data, cache_dir, tmp_path):

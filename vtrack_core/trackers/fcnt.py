@@ -101,6 +101,14 @@ def draw_candidates(state_xywh: np.ndarray, count: int, trans_std: float, scale_
     return candidates
 
 
+CANDIDATE_RULES = ("edge_offset", "sum", "area_power")
+
+
+def above_floor(heatmap: torch.Tensor, floor: float) -> torch.Tensor:
+    """The heat map with every cell at or below `floor` x its peak set to 0."""
+    return torch.where(heatmap > floor * heatmap.max(), heatmap, torch.zeros_like(heatmap))
+
+
 def candidate_scores(heatmap: torch.Tensor, cells: torch.Tensor, rule: str, heatmap_sigma: float,
                      area_power: float = 0.7, floor: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """(ranking score, plain heat-map sum) of N candidate boxes (cells, x1 y1 x2 y2).
@@ -116,8 +124,7 @@ def candidate_scores(heatmap: torch.Tensor, cells: torch.Tensor, rule: str, heat
         level = math.exp(-0.125 / heatmap_sigma ** 2) * heatmap.max()
         return sums - level * areas, sums
     if rule == "area_power":
-        floored = torch.where(heatmap > floor * heatmap.max(), heatmap, torch.zeros_like(heatmap))
-        return box_sums(floored, cells) * areas.clamp_min(1.0) ** (area_power - 1.0), sums
+        return box_sums(above_floor(heatmap, floor), cells) * areas.clamp_min(1.0) ** (area_power - 1.0), sums
     if rule == "sum":
         return sums, sums
     raise ValueError(f"unknown candidate score {rule!r}")
@@ -129,7 +136,7 @@ def distractor_ratio(heatmap: torch.Tensor, box_cells: torch.Tensor, floor: floa
     the whole ROI adds up to more than the target's blob; the floor keeps P_d about other
     blobs, i.e. distractors."""
     if floor > 0:
-        heatmap = torch.where(heatmap > floor * heatmap.max(), heatmap, torch.zeros_like(heatmap))
+        heatmap = above_floor(heatmap, floor)
     inside = float(box_sums(heatmap, box_cells.reshape(1, 4))[0])
     return (float(heatmap.sum()) - inside) / max(inside, 1e-9)
 
@@ -274,8 +281,9 @@ class FCNTTracker(Tracker):
         self.backbone = build_backbone(cfg.backbone, weights).to(self.device, self.dtype).eval()
         self.backbone.requires_grad_(False)
         self.map_size: tuple[int, int] | None = None  # heat-map cells, set at init
-        if cfg.candidate_score not in ("edge_offset", "sum", "area_power"):
-            raise ValueError(f"fcnt: candidate_score must be edge_offset, sum or area_power, not {cfg.candidate_score!r}")
+        if cfg.candidate_score not in CANDIDATE_RULES:
+            raise ValueError(f"fcnt: candidate_score must be one of {', '.join(CANDIDATE_RULES)}, "
+                             f"not {cfg.candidate_score!r}")
         if cfg.spread_as not in ("std", "variance"):
             raise ValueError(f"fcnt: spread_as must be 'std' or 'variance', not {cfg.spread_as!r}")
         if cfg.spread_as == "std":
@@ -367,14 +375,14 @@ class FCNTTracker(Tracker):
         self.snet_updates = {"adaptation": 0, "discrimination": 0}
 
     def _locate(self, heatmap: torch.Tensor, candidates: np.ndarray, origin: np.ndarray,
-                zoom: float) -> tuple[int, torch.Tensor]:
-        """Best candidate on one heat map: (index, the plain heat-map sum inside it)."""
+                zoom: float) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Best candidate on one heat map: (index, the plain heat-map sum inside it, its cells)."""
         cfg = self.config
         cells = self._to_cells(candidates, origin, zoom)
         scores, sums = candidate_scores(heatmap, cells, cfg.candidate_score, cfg.heatmap_sigma, cfg.area_power,
                                         cfg.area_power_floor)
         best = int(torch.argmax(scores))
-        return best, sums[best]
+        return best, sums[best], cells[best]
 
     def _update(self, image: np.ndarray) -> tuple[Box, float]:
         cfg = self.config
@@ -390,11 +398,11 @@ class FCNTTracker(Tracker):
             s_map = self.snet(mid)[0, 0] if cfg.use_snet else None
         distractor = False
         if g_map is not None:
-            best, inside = self._locate(g_map, candidates, origin, zoom)
-            p_d = distractor_ratio(g_map, self._to_cells(candidates[best], origin, zoom), cfg.distractor_floor)
+            best, inside, best_cells = self._locate(g_map, candidates, origin, zoom)
+            p_d = distractor_ratio(g_map, best_cells, cfg.distractor_floor)
             distractor = p_d > cfg.distractor_threshold
         if g_map is None or (distractor and s_map is not None):
-            best, inside = self._locate(s_map, candidates, origin, zoom)
+            best, inside, _ = self._locate(s_map, candidates, origin, zoom)
         box = candidates[best]
         confidence = min(float(inside) / max(self.ideal_sum, 1e-9), 1.0)
         self.state = box.copy()
@@ -411,7 +419,8 @@ class FCNTTracker(Tracker):
                     self._fit(self.snet, [best_mid], [best_target], [None], self.snet_optimizer, cfg.update_iterations)
                     self.snet_updates["adaptation"] += 1
                 self.best_recent = None
-            if distractor and confidence >= cfg.update_min_confidence:  # eq. 10: first frame, and the current frame's background only
+            # eq. 10: first frame, and the current frame's background only
+            if distractor and confidence >= cfg.update_min_confidence:
                 cells = self._to_cells(self.state, origin, zoom)[0]
                 mask = torch.ones_like(target)
                 x1, y1, x2, y2 = (int(v) for v in torch.round(cells).tolist())

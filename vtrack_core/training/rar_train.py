@@ -40,6 +40,7 @@ import torch
 
 from ..eval.datasets import DatasetError, Sequence
 from ..ops.correlation_filter import gaussian_label, hann_window, learn_filter, respond
+from ..trackers.rar import context_offsets, label_sigma_cells, output_size
 from .common import git_commit, make_tracking_validator, now, save_weights, split_sequences, write_provenance
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
 from .siamfc_data import SiamFCDataConfig, crop_square, photometric_jitter, usable_frames
@@ -76,13 +77,9 @@ class RARSamples:
 
     def __init__(self, sequences: list[Sequence], config: RARDataConfig | None = None, seed: int = 0,
                  threads: int = 2) -> None:
-        from ..trackers.rar import context_offsets, label_sigma_cells, output_size
-
         self.config = config or RARDataConfig()
         self.seed = int(seed)
         self.size = output_size(self.config.input_size)
-        self._context_offsets = context_offsets
-        self._label_sigma_cells = label_sigma_cells
         curation = SiamFCDataConfig()
         self.sequences: list[Sequence] = []
         self.frames: list[np.ndarray] = []
@@ -134,7 +131,7 @@ class RARSamples:
         side = (1.0 + cfg.padding) * math.sqrt(w * h)
         template = self._patch(template_image, center, side, jitter_rng, grey)
         context = [self._patch(template_image, center + offset, side, jitter_rng, grey)
-                   for offset in self._context_offsets(w, h, cfg.context_patches)]
+                   for offset in context_offsets(w, h, cfg.context_patches)]
 
         searches, labels = [], []
         for frame in picks:
@@ -158,7 +155,7 @@ class RARSamples:
         }
 
     def label_sigma_cells(self) -> float:
-        return self._label_sigma_cells(self.config.label_sigma, self.size, self.config.padding)
+        return label_sigma_cells(self.config.label_sigma, self.size, self.config.padding)
 
     def batch(self, rng: np.random.Generator, size: int, augment: bool = True) -> dict[str, torch.Tensor]:
         """template Bx3xHxW, context Bxkx3xHxW, search BxLx3xHxW (float32 BGR 0..255),
