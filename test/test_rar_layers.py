@@ -22,7 +22,9 @@ from vtrack_core.trackers.rar import (
     BACKBONE_SPECS,
     LevelAttention,
     RARNet,
+    FEATURE_STRIDE,
     ResNetOS8,
+    cell_pixels,
     load_rar_weights,
     load_torchvision_resnet50,
     output_size,
@@ -111,6 +113,25 @@ def test_backbone_sizes_follow_table_1(variant):
     assert isinstance(net.layer3[0].conv2, DeformConv2d)  # conv4_1's 3x3 only
     assert not any(isinstance(m, DeformConv2d) for m in [*net.layer3[1:].modules(), *net.layer4.modules()])
     assert net.layer3[0].conv2.stride == 1 and net.layer4[0].conv2.stride == (1, 1)
+
+
+def test_one_cell_is_the_stride_in_input_pixels():
+    """The tracker turns a response peak's offset in cells into image pixels with
+    cell_pixels: moving the input by 2 x FEATURE_STRIDE pixels must move every level's
+    features by exactly 2 cells (away from the zero-padded border), and a 225 px patch of
+    a 225 px image is FEATURE_STRIDE pixels per cell, not 225 / 27."""
+    torch.manual_seed(0)
+    net = ResNetOS8("light").eval()
+    shift = 2 * FEATURE_STRIDE
+    image = torch.rand(1, 3, 225 + shift, 225 + shift) * 255
+    with torch.no_grad():
+        unshifted = net(image[:, :, :225, :225])
+        shifted = net(image[:, :, shift:, shift:])
+    for a, b in zip(unshifted, shifted):
+        assert torch.allclose(a[:, :, 8:19, 8:19], b[:, :, 6:17, 6:17], atol=1e-4)
+        assert not torch.allclose(a[:, :, 8:19, 8:19], b[:, :, 8:19, 8:19], atol=1e-2)
+    assert cell_pixels(225.0, 225) == FEATURE_STRIDE
+    assert cell_pixels(450.0, 225) == 2 * FEATURE_STRIDE
 
 
 TORCHVISION_BLOCKS = (3, 4, 6, 3)

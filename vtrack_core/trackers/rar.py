@@ -159,9 +159,20 @@ class ResNetOS8(nn.Module):
         return conv3, conv4, conv5
 
 
-def label_sigma_cells(label_sigma: float, size: int, padding: float) -> float:
-    """Gaussian label sigma in cells: the target spans size / (1 + padding) cells."""
-    return label_sigma * size / (1.0 + padding)
+FEATURE_STRIDE = 8  # input pixels between neighbouring cells of the conv3-conv5 maps
+
+
+def label_sigma_cells(label_sigma: float, input_size: int, padding: float) -> float:
+    """Gaussian label sigma in cells: the target spans input_size / (1 + padding) input pixels,
+    FEATURE_STRIDE to a cell."""
+    return label_sigma * input_size / ((1.0 + padding) * FEATURE_STRIDE)
+
+
+def cell_pixels(patch_side: float, input_size: int) -> float:
+    """Image pixels per feature cell for a patch of `patch_side` image pixels resized to
+    `input_size`: the stride, not patch_side / output_size (27 cells span 216 of the 225
+    input pixels, so that would overstate every displacement by 4 %)."""
+    return patch_side * FEATURE_STRIDE / input_size
 
 
 def output_size(input_size: int) -> int:
@@ -405,7 +416,7 @@ class RARTracker(Tracker):
         self.net.to(self.device, self.dtype, memory_format=torch.channels_last).eval()
         self.size = output_size(cfg.input_size)
         self.window = hann_window(self.size, self.device)
-        self.label = gaussian_label(self.size, label_sigma_cells(cfg.label_sigma, self.size, cfg.padding),
+        self.label = gaussian_label(self.size, label_sigma_cells(cfg.label_sigma, cfg.input_size, cfg.padding),
                                     device=self.device)
         exponents = np.arange(cfg.scale_num) - (cfg.scale_num - 1) // 2
         self.scale_factors = np.array([cfg.scale_step ** float(e) for e in exponents])
@@ -456,7 +467,7 @@ class RARTracker(Tracker):
         peaks = responses.amax(dim=(1, 2)) * self.scale_penalties
         best = int(torch.argmax(peaks))
         d_row, d_col, peak = peak_offset(responses[best])
-        cell = sides[best] / self.size  # image px per cell at the chosen scale
+        cell = cell_pixels(sides[best], cfg.input_size)  # image px per cell at the chosen scale
         height, width = image.shape[:2]
         self.center = np.clip(self.center + np.array([d_col, d_row]) * cell, 0, [width - 1, height - 1])
         self.target_size = np.clip(

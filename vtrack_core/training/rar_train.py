@@ -40,7 +40,7 @@ import torch
 
 from ..eval.datasets import DatasetError, Sequence
 from ..ops.correlation_filter import gaussian_label, hann_window, learn_filter, respond
-from ..trackers.rar import context_offsets, label_sigma_cells, output_size
+from ..trackers.rar import cell_pixels, context_offsets, label_sigma_cells, output_size
 from .common import git_commit, make_tracking_validator, now, save_weights, split_sequences, write_provenance
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
 from .siamfc_data import SiamFCDataConfig, crop_square, photometric_jitter, usable_frames
@@ -143,7 +143,7 @@ class RARSamples:
             shift = rng.uniform(-cfg.max_shift, cfg.max_shift, size=2) * search_side if augment else np.zeros(2)
             patch_center = target - shift
             searches.append(self._patch(image, patch_center, search_side, jitter_rng, grey))
-            cell = search_side / self.size
+            cell = cell_pixels(search_side, cfg.input_size)
             mid = (self.size - 1) / 2.0
             labels.append(gaussian_label(self.size, self.label_sigma_cells(),
                                          (mid + shift[1] / cell, mid + shift[0] / cell)).numpy())
@@ -155,7 +155,7 @@ class RARSamples:
         }
 
     def label_sigma_cells(self) -> float:
-        return label_sigma_cells(self.config.label_sigma, self.size, self.config.padding)
+        return label_sigma_cells(self.config.label_sigma, self.config.input_size, self.config.padding)
 
     def batch(self, rng: np.random.Generator, size: int, augment: bool = True) -> dict[str, torch.Tensor]:
         """template Bx3xHxW, context Bxkx3xHxW, search BxLx3xHxW (float32 BGR 0..255),
