@@ -225,12 +225,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                   progress=not args.no_progress)
     try:
         if args.tracker == "siamfc":
+            from .training.siamfc_data import SiamFCDataConfig
             from .training.siamfc_train import DEFAULT_MAX_VAL_FRAMES, train_siamfc
 
             result = train_siamfc(
                 args.data, args.out, epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch,
                 batch_size=args.batch_size, max_val_frames=args.max_val_frames or DEFAULT_MAX_VAL_FRAMES,
-                cache_dir=args.cache_dir, lr=tuple(args.lr or (1e-2, 1e-5)), **common,
+                cache_dir=args.cache_dir, lr=tuple(args.lr or (1e-2, 1e-5)),
+                data_config=SiamFCDataConfig(region_prob=args.region_prob), **common,
             )
         elif args.tracker == "rar":
             from .training.rar_train import DEFAULT_MAX_VAL_FRAMES as RAR_VAL_FRAMES
@@ -339,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-val-frames", type=_positive,
                     help="validate on the first N frames of each (default: siamfc 150, fdn 100, rar 150)")
     tr.add_argument("--train-sequences", nargs="+", metavar="SEQ", help="train on these only (default: all others)")
+    tr.add_argument("--region-prob", type=float, default=0.0,
+                    help="siamfc: share of still pairs around random boxes of training frames (default 0)")
     tr.add_argument("--cache-dir", help="siamfc: cropped-pair cache (default OUT/cache; reused when it matches)")
     tr.add_argument("--threads", type=_positive, help="torch / OpenCV threads (default: torch's)")
     tr.add_argument("--half", action="store_true", help="save the tracker's weights file in fp16")

@@ -27,6 +27,16 @@ covers 0.01^2 .. 0.2^2 of the frame and the bound would throw away almost every 
 Pairs (sec. 2.2, 3.2). Exemplar and search come from frames of one sequence at most T = 100
 frames apart; with probability 0.25 a negative pair (search from another video, every label
 -1); with a small probability a still-image pair (one frame, differently augmented).
+
+Region pairs (`region_prob`, off by default). Fourteen annotated targets are few objects to
+learn "the same thing" from. A region pair is a still-image pair around a random box of a
+training frame (one box per frame, target-like size from the sequence's own ground truth
+rescaled by up to 2x, anywhere it fits; flat boxes such as open water are redrawn): any
+car, roof or road marking becomes an exemplar, and everything else in its search image a
+negative. The region boxes are drawn
+from a generator seeded by the sequence name, cached like the targets (a sequence
+`NAME#regions`), and never used for temporal or negative pairs: nothing says where a region
+went in the next frame.
 Augmentation: random scale (+-5 %) of both images, a random translation of the search image
 of a few px (the label map follows the target, so the network is not taught that targets
 sit exactly at the centre), colour jitter, Gaussian blur, and a grey pair now and then.
@@ -70,6 +80,9 @@ class SiamFCDataConfig:
     max_gap: int = 100  # T: exemplar and search frames at most this far apart
     negative_prob: float = 0.25
     still_prob: float = 0.05  # exemplar and search from the same frame
+    region_prob: float = 0.0  # still pair around a random box of a training frame (see above)
+    region_scale: float = 2.0  # region sides: a ground-truth size of the sequence x [1/s, s]
+    region_min_std: float = 20.0  # redraw regions whose box is flatter than this (grey levels)
     # Curation (sec. 2.4). See the module docstring for why min_area is 0 and not 0.1 ** 2.
     min_area: float = 0.0
     max_area: float = 0.75 ** 2
@@ -166,6 +179,27 @@ class CachedSequence:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+
+def region_sequence(sequence: Sequence, image_size: tuple[int, int], config: SiamFCDataConfig) -> Sequence:
+    """`sequence` with one random box per frame in place of its target (see "Region pairs"):
+    sides from a random valid ground-truth box of the same sequence times a factor in
+    [1/region_scale, region_scale], placed uniformly where the curation rules keep it."""
+    width, height = image_size
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(sequence.name.encode()).digest()[:8], "little"))
+    valid = sequence.ground_truth[sequence.valid_mask()]
+    if len(valid) == 0:
+        return Sequence(sequence.name + "#regions", [], np.zeros((0, 4)), sequence.root)
+    n = len(sequence)
+    picks = valid[rng.integers(len(valid), size=n)]
+    factor = np.exp(rng.uniform(-1.0, 1.0, size=(n, 1)) * math.log(config.region_scale))
+    sizes = picks[:, 2:] * factor
+    sizes = np.minimum(sizes, 0.6 * np.array([width, height]))  # room for the edge margin and max_area
+    margin = config.edge_margin * sizes.mean(axis=1, keepdims=True) + 1.0
+    low = margin
+    high = np.array([width, height]) - sizes - margin
+    corners = low + rng.random((n, 2)) * np.maximum(high - low, 0.0)
+    return Sequence(sequence.name + "#regions", sequence.frames, np.hstack([corners, sizes]), sequence.root)
 
 
 def video_of(name: str) -> str:
@@ -307,27 +341,43 @@ class SiamFCPairs:
     """Pairs and batches drawn from cached sequences."""
 
     def __init__(self, sequences: Seq[CachedSequence], config: SiamFCDataConfig | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, regions: Seq[CachedSequence] = ()) -> None:
         self.config = config or SiamFCDataConfig()
+        if not 0.0 <= self.config.region_prob <= 1.0:
+            raise ValueError(f"region_prob must be in [0, 1], got {self.config.region_prob}")
         self.sequences = [s for s in sequences if len(s) > 0]
         if not self.sequences:
             raise ValueError("no training frames: every frame failed the curation rules")
+        # Region crops follow the tracked sequences in one list; only region pairs index them.
+        self._tracked = len(self.sequences)
+        self.sequences += [r for r in regions if len(r) > 0]
+        region_counts = np.array([len(s) for s in self.sequences[self._tracked:]], dtype=np.float64)
+        self._region_prob = region_counts / region_counts.sum() if len(region_counts) else region_counts
+        if self.config.region_prob > 0 and not len(region_counts):
+            raise ValueError("region_prob > 0 but no region crops were given")
         self.seed = int(seed)
-        counts = np.array([len(s) for s in self.sequences], dtype=np.float64)
+        counts = np.array([len(s) for s in self.sequences[:self._tracked]], dtype=np.float64)
         self._frame_prob = counts / counts.sum()  # exemplar frames uniformly over all frames
-        self._videos = [video_of(s.name) for s in self.sequences]
+        self._videos = [video_of(s.name) for s in self.sequences[:self._tracked]]
         self._negatives = [[j for j, v in enumerate(self._videos) if v != video] for video in self._videos]
         if not any(self._negatives) and self.config.negative_prob > 0:
             log.warning("every training sequence comes from one video: no negative pairs")
 
     def __len__(self) -> int:
-        return int(sum(len(s) for s in self.sequences))
+        return int(sum(len(s) for s in self.sequences[:self._tracked]))
 
     # -- sampling
     def sample_refs(self, rng: np.random.Generator) -> tuple[tuple[int, int], tuple[int, int], bool]:
         """((seq, slot) of the exemplar, (seq, slot) of the search image, negative?)."""
         cfg = self.config
-        seq = int(rng.choice(len(self.sequences), p=self._frame_prob))
+        if cfg.region_prob > 0 and rng.random() < cfg.region_prob:
+            for _ in range(8):  # open water or sky teaches nothing: prefer a textured box
+                region = self._tracked + int(rng.choice(len(self._region_prob), p=self._region_prob))
+                slot = int(rng.integers(len(self.sequences[region])))
+                if self._box_std(region, slot) >= cfg.region_min_std:
+                    break
+            return (region, slot), (region, slot), False
+        seq = int(rng.choice(self._tracked, p=self._frame_prob))
         frames = self.sequences[seq].frames
         slot = int(rng.integers(len(frames)))
         if self._negatives[seq] and rng.random() < cfg.negative_prob:
@@ -340,6 +390,14 @@ class SiamFCPairs:
         candidates = [s for s in range(lo, hi) if s != slot]
         search = int(rng.choice(candidates)) if candidates else slot
         return (seq, slot), (seq, search), False
+
+    def _box_std(self, seq: int, slot: int) -> float:
+        """Grey-level spread inside the cached box (the crop's centre)."""
+        cached = self.sequences[seq]
+        w, h = cached.sizes[slot]
+        c = (cached.crops.shape[1] - 1) / 2.0
+        box = cached.crops[slot, max(0, int(c - h / 2)):int(c + h / 2) + 1, max(0, int(c - w / 2)):int(c + w / 2) + 1]
+        return float(np.asarray(box, dtype=np.float32).mean(axis=2).std()) if box.size else 0.0
 
     # -- images
     def _resample(self, crop: np.ndarray, out_size: int, scale: float, shift: tuple[float, float]) -> np.ndarray:

@@ -34,7 +34,7 @@ from .common import (  # noqa: F401 - git_commit, split_sequences: re-exported f
     write_provenance,
 )
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
-from .siamfc_data import SiamFCDataConfig, SiamFCPairs, build_cache
+from .siamfc_data import SiamFCDataConfig, SiamFCPairs, build_cache, region_sequence
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,13 @@ def train_siamfc(
     cached = build_cache(train, cache_dir or out / "cache", data_config, threads=threads, progress_bar=progress)
     if not any(len(c) for c in cached):
         raise DatasetError(f"{data_dir}: every frame of the training sequences fails the curation rules")
-    pairs = SiamFCPairs(cached, data_config, seed=seed)
+    regions: list = []
+    if data_config.region_prob > 0:
+        region_seqs = [region_sequence(s, s.image(0).shape[1::-1], data_config) for s in train]
+        region_seqs = [r for r in region_seqs if len(r)]
+        regions = build_cache(region_seqs, cache_dir or out / "cache", data_config, threads=threads,
+                              progress_bar=progress)
+    pairs = SiamFCPairs(cached, data_config, seed=seed, regions=regions)
     iterations = math.ceil(pairs_per_epoch / batch_size)
     torch_device = resolve_device(device)
 
