@@ -30,6 +30,7 @@ from vtrack_core.training.siamfc_data import (
     cache_paths,
     exemplar_side,
     make_labels,
+    region_sequence,
     usable_frames,
     video_of,
 )
@@ -164,6 +165,48 @@ def test_pair_sampling_negatives_gap_and_stills(pairs):
     assert stills / draws == pytest.approx(0.75 * pairs.config.still_prob, abs=0.02)
     z, x, labels, weights = pairs.make_pair((0, 0), (1, 5), negative=True, rng=rng)
     assert np.all(labels == -1) and np.allclose(weights, 0.5 / 289)
+
+
+def test_region_pairs_are_textured_still_pairs_of_random_boxes(sequences, built, cache_dir):
+    """Region boxes: reproducible, every one kept by the curation rules, sized like the
+    sequence's targets (up to region_scale either way); region pairs are still pairs of
+    region crops only, mostly textured, at region_prob of the draws; tracked pairs never
+    touch region crops."""
+    config = SiamFCDataConfig(region_prob=0.3)
+    regions = []
+    for sequence in sequences:
+        size = sequence.image(0).shape[1::-1]
+        boxes = region_sequence(sequence, size, config)
+        again = region_sequence(sequence, size, config)
+        assert boxes.name == sequence.name + "#regions"
+        np.testing.assert_array_equal(boxes.ground_truth, again.ground_truth)
+        assert len(usable_frames(boxes, size, config)) == len(sequence)
+        gt_side = np.sqrt(np.prod(sequence.ground_truth[sequence.valid_mask(), 2:], axis=1))
+        side = np.sqrt(np.prod(boxes.ground_truth[:, 2:], axis=1))
+        assert side.min() >= gt_side.min() / config.region_scale - 1e-6
+        assert side.max() <= gt_side.max() * config.region_scale + 1e-6
+        assert not np.allclose(boxes.ground_truth, sequence.ground_truth[:, :4], atol=5)  # not the target
+        regions.append(boxes)
+    cached_regions = build_cache(regions, cache_dir, config, progress_bar=False)
+    pairs = SiamFCPairs(built[0], config, seed=0, regions=cached_regions)
+    tracked = len(built[0])
+    rng = np.random.default_rng(1)
+    draws, region_draws, textured = 3000, 0, 0
+    for _ in range(draws):
+        (zs, zi), (xs, xi), negative = pairs.sample_refs(rng)
+        if zs >= tracked or xs >= tracked:
+            assert (zs, zi) == (xs, xi) and not negative
+            region_draws += 1
+            textured += pairs._box_std(zs, zi) >= config.region_min_std
+    assert region_draws / draws == pytest.approx(config.region_prob, abs=0.03)
+    assert textured / region_draws > 0.8
+    assert len(pairs) == sum(len(c) for c in built[0])  # an epoch's size counts tracked frames only
+    z, x, labels, _ = pairs.make_pair((tracked, 0), (tracked, 0), augment=False)
+    assert np.abs(x[64:191, 64:191] - z).max() < 1.0 and labels[8, 8] == 1
+    with pytest.raises(ValueError, match="region_prob"):
+        SiamFCPairs(built[0], SiamFCDataConfig(region_prob=1.5))
+    with pytest.raises(ValueError, match="no region crops"):
+        SiamFCPairs(built[0], SiamFCDataConfig(region_prob=0.3))
 
 
 def test_exemplar_shows_the_target(pairs, sequences):
