@@ -35,7 +35,7 @@ def vtrack(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     return subprocess.run(_vtrack() + list(args), capture_output=True, text=True, timeout=timeout, env=env)
 
 
-SUMMARY_KEYS = {"auc", "precision", "norm_precision", "fps"}
+SUMMARY_KEYS = {"auc", "precision", "norm_precision", "fps", "ao", "sr50", "sr75"}
 
 
 def _check_summary(summary: dict, trackers: list[str], sequences: list[str]) -> None:

@@ -54,6 +54,12 @@ def test_score_bundles_everything() -> None:
     assert s.scored_frames == 4
     assert s.auc == pytest.approx(6.75 / 21)
     assert (s.precision, s.norm_precision) == (0.5, 0.25)
+    # GOT-10k: frame 0 left out, frame 2 absent, frame 3 missing = 0: IoUs 1/3, 0, 0.
+    assert s.overlap_frames == 3
+    assert s.average_overlap == pytest.approx(1 / 9)
+    assert (s.success_rate_50, s.success_rate_75) == (0.0, 0.0)
+    exact = metrics.score(GT[[0, 1, 4]], GT[[0, 1, 4]])
+    assert (exact.average_overlap, exact.success_rate_50, exact.success_rate_75) == (1.0, 1.0, 1.0)
 
 
 def test_nan_ground_truth_is_skipped_not_failed() -> None:
@@ -180,6 +186,30 @@ def test_report_overall_matches_got10k(jittered_dev) -> None:
             curves.append(experiment._calc_curves(*experiment._calc_metrics(pred.copy(), gt.copy())))
     assert ours["auc"] == pytest.approx(np.mean([np.mean(c[0]) for c in curves]), abs=1e-9)
     assert ours["precision"] == pytest.approx(np.mean([c[1][20] for c in curves]), abs=1e-9)
+
+
+def test_ao_and_success_rate_match_got10k(jittered_dev) -> None:
+    """GOT-10k's report: per sequence the IoUs after the first frame (rect_iou), concatenated
+    over sequences; AO is their mean and SR their fraction above 0.5. A missing box is
+    IoU 0 for both toolkits here (got10k never sees one: its trackers must give a box)."""
+    from got10k.experiments.got10k import ExperimentGOT10k
+    from got10k.utils.metrics import rect_iou
+
+    per_seq, theirs = {}, []
+    for name, gt, pred in jittered_dev:
+        with np.errstate(invalid="ignore"):
+            ious = rect_iou(pred[1:].copy(), gt[1:].copy())
+        theirs.append(np.nan_to_num(ious, nan=0.0))
+        per_seq[name] = SequenceEvaluation(metrics.score(pred, gt), 1, 1.0)
+    experiment = ExperimentGOT10k.__new__(ExperimentGOT10k)
+    ao, sr, _, _ = experiment._evaluate(np.concatenate(theirs), np.array([]))
+    ours = overall(per_seq)
+    assert 0.1 < ao < 0.9
+    assert ours["ao"] == pytest.approx(ao, abs=1e-9)
+    assert ours["sr50"] == pytest.approx(sr, abs=1e-9)
+    assert ours["sr75"] == pytest.approx(np.mean(np.concatenate(theirs) > 0.75), abs=1e-9)
+    # Frame-weighted, not a mean of sequence means (the sequences differ in length).
+    assert ours["ao"] != pytest.approx(np.mean([t.mean() for t in theirs]), abs=1e-6)
 
 
 def test_nan_ground_truth_matches_got10k_on_the_annotated_frames(jittered_dev) -> None:

@@ -16,6 +16,11 @@ Conventions, chosen so numbers compare with published OTB / LaSOT tables:
   LaSOT paper itself ranks by the area under the 0..0.5 curve; `normalized_precision_curve`
   gives that curve for whoever wants the area.)
 
+GOT-10k style: average overlap (AO, the mean IoU) and success rates SR_0.5 / SR_0.75 (the
+fraction with IoU > 0.5 / 0.75), computed as the GOT-10k toolkit does: the first frame (the
+initialisation) is left out, a missing prediction counts as IoU 0, and the overall number is
+the mean over all frames of all sequences (frame-weighted, unlike OTB's sequence means).
+
 The box centre is x + w / 2; toolkits that use x + (w - 1) / 2 give the same centre
 *errors*, since the -1/2 cancels between prediction and ground truth.
 """
@@ -121,6 +126,17 @@ class Scores:
     precision: float
     norm_precision: float
     scored_frames: int  # frames with usable ground truth
+    average_overlap: float = float("nan")  # GOT-10k AO (first frame left out)
+    success_rate_50: float = float("nan")  # GOT-10k SR_0.5
+    success_rate_75: float = float("nan")  # SR_0.75
+    overlap_frames: int = 0  # frames behind the three above, to weigh them overall
+
+
+def got10k_overlaps(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU of the frames GOT-10k scores: after the first, with usable ground truth; a missing
+    prediction is 0."""
+    pred, gt = _pair(pred, gt)
+    return np.maximum(overlaps(pred[1:], gt[1:]), 0.0)
 
 
 def score(pred: np.ndarray, gt: np.ndarray) -> Scores:
@@ -129,6 +145,8 @@ def score(pred: np.ndarray, gt: np.ndarray) -> Scores:
     success = success_curve(pred, gt)
     prec = precision_curve(pred, gt)
     norm = normalized_precision_curve(pred, gt)
+    got = got10k_overlaps(pred, gt)
+    nan = float("nan")
     return Scores(
         success_curve=success,
         precision_curve=prec,
@@ -137,4 +155,8 @@ def score(pred: np.ndarray, gt: np.ndarray) -> Scores:
         precision=precision(pred, gt),
         norm_precision=normalized_precision(pred, gt),
         scored_frames=int(valid_ground_truth(gt).sum()),
+        average_overlap=float(got.mean()) if len(got) else nan,
+        success_rate_50=float((got > 0.5).mean()) if len(got) else nan,
+        success_rate_75=float((got > 0.75).mean()) if len(got) else nan,
+        overlap_frames=len(got),
     )

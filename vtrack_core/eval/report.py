@@ -3,6 +3,8 @@
 Overall AUC / precision / normalized precision are the mean over sequences (each sequence
 weighs the same, as in the OTB toolkit, so one long sequence cannot dominate); overall fps
 is total updated frames / total update seconds, i.e. the real throughput of the whole run.
+GOT-10k's AO / SR_0.5 / SR_0.75 are frame-weighted over all sequences, as its toolkit
+reports them.
 The overall curves in the plots are the mean of the per-sequence curves, so the AUC in a
 legend is the same number as in summary.json.
 """
@@ -90,8 +92,19 @@ def overall(per_sequence: Mapping[str, SequenceEvaluation]) -> dict[str, float]:
         "auc": _mean([e.scores.auc for e in evals]),
         "precision": _mean([e.scores.precision for e in evals]),
         "norm_precision": _mean([e.scores.norm_precision for e in evals]),
+        "ao": _frame_weighted(evals, "average_overlap"),
+        "sr50": _frame_weighted(evals, "success_rate_50"),
+        "sr75": _frame_weighted(evals, "success_rate_75"),
         "fps": frames / seconds if seconds > 0 else float("nan"),
     }
+
+
+def _frame_weighted(evals: list[SequenceEvaluation], attr: str) -> float:
+    """GOT-10k's overall numbers: every scored frame of every sequence weighs the same."""
+    pairs = [(getattr(e.scores, attr), e.scores.overlap_frames) for e in evals
+             if e.scores.overlap_frames > 0 and math.isfinite(getattr(e.scores, attr))]
+    frames = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / frames if frames else float("nan")
 
 
 def mean_curves(per_sequence: Mapping[str, SequenceEvaluation]) -> dict[str, np.ndarray]:
@@ -109,7 +122,8 @@ def mean_curves(per_sequence: Mapping[str, SequenceEvaluation]) -> dict[str, np.
 
 
 def summarize(evaluation: Evaluation) -> dict[str, Any]:
-    """The summary.json structure: {"trackers": {name: {auc, precision, norm_precision, fps, sequences}}}."""
+    """The summary.json structure: {"trackers": {name: {auc, precision, norm_precision, ao,
+    sr50, sr75, fps, sequences}}}."""
     trackers: dict[str, Any] = {}
     for name, per_sequence in evaluation.items():
         entry: dict[str, Any] = {k: _number(v) for k, v in overall(per_sequence).items()}
@@ -118,6 +132,9 @@ def summarize(evaluation: Evaluation) -> dict[str, Any]:
                 "auc": _number(e.scores.auc),
                 "precision": _number(e.scores.precision),
                 "norm_precision": _number(e.scores.norm_precision),
+                "ao": _number(e.scores.average_overlap),
+                "sr50": _number(e.scores.success_rate_50),
+                "sr75": _number(e.scores.success_rate_75),
                 "fps": _number(e.fps),
             }
             for seq, e in per_sequence.items()
@@ -134,14 +151,14 @@ def write_summary(summary: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
-    """Sequences as rows (overall last), trackers side by side with AUC / P@20 / NP / FPS."""
+    """Sequences as rows (overall last), trackers side by side with AUC / P@20 / NP / AO / FPS."""
     trackers = summary["trackers"]
     names = list(trackers)
     sequences: list[str] = []
     for entry in trackers.values():
         sequences.extend(s for s in entry["sequences"] if s not in sequences)
     columns = [("auc", "AUC", "{:.3f}"), ("precision", "P@20", "{:.3f}"),
-               ("norm_precision", "NP", "{:.3f}"), ("fps", "FPS", "{:.1f}")]
+               ("norm_precision", "NP", "{:.3f}"), ("ao", "AO", "{:.3f}"), ("fps", "FPS", "{:.1f}")]
     cell = 7
     group = len(columns) * (cell + 1) - 1
     seq_width = max([len("sequence"), len("overall")] + [len(s) for s in sequences])
