@@ -380,7 +380,8 @@ class RARConfig(TrackerConfig):
     lambda1: float = 1e-4
     lambda2: float = 0.1
     label_sigma: float = 0.1  # Gaussian label sigma, as a fraction of the target size
-    update_rate: float = 0.01  # beta_t: weight of the newest frame in the filter's running sum
+    update_rate: float = 0.01  # beta_t: weight of the newest frame in the filter's running sum (DCFNet's
+    #                           value; held-back AUC 0.567 at 0.005, 0.760 at 0.01, 0.768 at 0.02)
     update_interval: int = 1  # frames between filter updates (1: every frame, the paper; more saves
     #                           the 1 + k patch pass on slow CPUs)
     scale_step: float = 1.02
