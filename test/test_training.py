@@ -197,7 +197,7 @@ def test_region_pairs_are_textured_still_pairs_of_random_boxes(sequences, built,
         if zs >= tracked or xs >= tracked:
             assert (zs, zi) == (xs, xi) and not negative
             region_draws += 1
-            textured += pairs._box_std(zs, zi) >= config.region_min_std
+            textured += pairs.box_std(zs, zi) >= config.region_min_std
     assert region_draws / draws == pytest.approx(config.region_prob, abs=0.03)
     assert textured / region_draws > 0.8
     assert len(pairs) == sum(len(c) for c in built[0])  # an epoch's size counts tracked frames only

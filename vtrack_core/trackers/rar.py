@@ -37,8 +37,8 @@ same previous state.
 Scale (sec. 3.4 gives only the pyramid 1.02^{-1,0,1}). The three peaks are compared after a
 penalty on the two changed scales (0.9745, SiamFC's value), and the size follows the winner
 damped by 0.59. Penalties of 0.95, 0.96, 0.9925 (DCFNet's) and 1.0 all scored lower on the
-held-back training sequences (mean AUC 0.746, 0.749, 0.546, 0.711 against 0.757, same code). A measured
-bias remains: the Hann window on the features favours the larger patch. Over 64 frames of the
+held-back training sequences (mean AUC 0.746, 0.749, 0.546, 0.711 against 0.757 in the same
+code). A measured bias remains: the Hann window on the features favours the larger patch. Over 64 frames of the
 training sequences, searched at the true size and 1.02^{-6..6} around it, the best scale was a
 larger one 30 times and a smaller one 18 times (23 and 21 without the window). So boxes grow
 on targets that shrink (on dev: Human7, David). Dropping the window removes the bias but

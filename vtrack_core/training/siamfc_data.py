@@ -27,19 +27,18 @@ covers 0.01^2 .. 0.2^2 of the frame and the bound would throw away almost every 
 Pairs (sec. 2.2, 3.2). Exemplar and search come from frames of one sequence at most T = 100
 frames apart; with probability 0.25 a negative pair (search from another video, every label
 -1); with a small probability a still-image pair (one frame, differently augmented).
+Augmentation: random scale (+-5 %) of both images, a random translation of the search image
+of a few px (the label map follows the target, so the network is not taught that targets
+sit exactly at the centre), colour jitter, Gaussian blur, and a grey pair now and then.
 
 Region pairs (`region_prob`, off by default). Fourteen annotated targets are few objects to
 learn "the same thing" from. A region pair is a still-image pair around a random box of a
 training frame (one box per frame, target-like size from the sequence's own ground truth
 rescaled by up to 2x, anywhere it fits; flat boxes such as open water are redrawn): any
 car, roof or road marking becomes an exemplar, and everything else in its search image a
-negative. The region boxes are drawn
-from a generator seeded by the sequence name, cached like the targets (a sequence
-`NAME#regions`), and never used for temporal or negative pairs: nothing says where a region
-went in the next frame.
-Augmentation: random scale (+-5 %) of both images, a random translation of the search image
-of a few px (the label map follows the target, so the network is not taught that targets
-sit exactly at the centre), colour jitter, Gaussian blur, and a grey pair now and then.
+negative. The boxes are drawn from a generator seeded by the sequence name and cached like
+the targets (a sequence `NAME#regions`). They are never used for temporal or negative pairs:
+nothing says where a region went in the next frame.
 
 Labels (eq. 6): +1 where k * ||u - c|| <= R (k = 8, R = 16 search px, c = the target centre
 in score-map cells), -1 elsewhere; weights 0.5 / count inside each class present, so each
@@ -374,7 +373,7 @@ class SiamFCPairs:
             for _ in range(8):  # open water or sky teaches nothing: prefer a textured box
                 region = self._tracked + int(rng.choice(len(self._region_prob), p=self._region_prob))
                 slot = int(rng.integers(len(self.sequences[region])))
-                if self._box_std(region, slot) >= cfg.region_min_std:
+                if self.box_std(region, slot) >= cfg.region_min_std:
                     break
             return (region, slot), (region, slot), False
         seq = int(rng.choice(self._tracked, p=self._frame_prob))
@@ -391,8 +390,8 @@ class SiamFCPairs:
         search = int(rng.choice(candidates)) if candidates else slot
         return (seq, slot), (seq, search), False
 
-    def _box_std(self, seq: int, slot: int) -> float:
-        """Grey-level spread inside the cached box (the crop's centre)."""
+    def box_std(self, seq: int, slot: int) -> float:
+        """Grey-level spread inside the cached box (the crop's centre): low for open water."""
         cached = self.sequences[seq]
         w, h = cached.sizes[slot]
         c = (cached.crops.shape[1] - 1) / 2.0
