@@ -12,7 +12,8 @@ from vtrack_core.eval.metrics import score
 from vtrack_core.eval.runner import run_sequence
 from vtrack_core.registry import tracker_config
 from vtrack_core.tracker import InvalidInputError, NotInitializedError, TrackState
-from vtrack_core.trackers.rar import DEFAULT_WEIGHTS, RARTracker
+from vtrack_core.ops.correlation_filter import FilterState
+from vtrack_core.trackers.rar import DEFAULT_WEIGHTS, RARTracker, update_weight
 from occlusion import target_painted_over
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="vtrack_core/weights/rar.pt not trained yet")
@@ -46,6 +47,27 @@ def test_registry_config_and_bad_input(crossing):
             tracker.init(crossing.image(0), bad)
     with pytest.raises(InvalidInputError):
         tracker.init(np.zeros((0, 0, 3), np.uint8), Box(1, 1, 10, 10))
+
+
+def test_sparse_filter_updates_carry_the_weight_of_the_frames_they_stand_for(crossing, monkeypatch):
+    """update_interval = 3: one update every third frame, blended with 1 - (1 - rate)^3, so
+    after 30 frames the first filter keeps the same share (0.99^30) as with updates every
+    frame."""
+    assert update_weight(0.01, 1) == pytest.approx(0.01)
+    assert (1 - update_weight(0.01, 3)) ** 10 == pytest.approx(0.99 ** 30)
+    blends = []
+    original = FilterState.blend
+
+    def recording(self, new, rate):
+        blends.append(rate)
+        return original(self, new, rate)
+
+    monkeypatch.setattr(FilterState, "blend", recording)
+    tracker = create_tracker("rar", device="cpu", update_interval=3)
+    tracker.init(crossing.image(0), Box(*crossing.ground_truth[0]))
+    for index in range(1, 7):
+        tracker.update(crossing.image(index))
+    assert blends == [pytest.approx(1 - 0.99 ** 3)] * 2
 
 
 @pytest.mark.slow

@@ -383,7 +383,7 @@ class RARConfig(TrackerConfig):
     update_rate: float = 0.01  # beta_t: weight of the newest frame in the filter's running sum (DCFNet's
     #                           value; held-back AUC 0.567 at 0.005, 0.760 at 0.01, 0.768 at 0.02)
     update_interval: int = 1  # frames between filter updates (1: every frame, the paper; more saves
-    #                           the 1 + k patch pass on slow CPUs)
+    #                           the 1 + k patch pass on slow CPUs; see `update_weight`)
     scale_step: float = 1.02
     scale_num: int = 3
     scale_penalty: float = 0.9745  # multiplies the peaks of scaled patches (SiamFC's value; see the docstring)
@@ -404,6 +404,15 @@ def context_offsets(width: float, height: float, count: int) -> np.ndarray:
     if count > len(offsets):
         raise ValueError(f"at most {len(offsets)} context patches")
     return np.array(offsets[:count], dtype=np.float64).reshape(-1, 2)
+
+
+def update_weight(rate_per_frame: float, interval: int) -> float:
+    """Blend weight of a filter update made every `interval` frames: the weight the frames it
+    stands for would have had together, 1 - (1 - rate)^interval. The filter then forgets as
+    fast per frame whatever the interval; with the per-frame rate alone, updating every
+    third frame adapted three times slower and lost the held-back person (mean AUC 0.562
+    against 0.750 with this weight and 0.760 updating every frame)."""
+    return 1.0 - (1.0 - rate_per_frame) ** max(1, interval)
 
 
 class RARTracker(Tracker):
@@ -487,6 +496,6 @@ class RARTracker(Tracker):
         self.state = select_state(state, best)
         if cfg.update_rate > 0 and (self.frame_index + 1) % max(1, cfg.update_interval) == 0:
             new_filter, _ = self._learn(frame, previous)
-            self.filter = self.filter.blend(new_filter, cfg.update_rate)
+            self.filter = self.filter.blend(new_filter, update_weight(cfg.update_rate, cfg.update_interval))
         box = Box.from_center(self.center[0], self.center[1], self.target_size[0], self.target_size[1])
         return box, peak
