@@ -104,6 +104,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 # --- commands -----------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     from .registry import available_trackers
@@ -341,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-val-frames", type=_positive,
                     help="validate on the first N frames of each (default: siamfc 150, fdn 100, rar 150)")
     tr.add_argument("--train-sequences", nargs="+", metavar="SEQ", help="train on these only (default: all others)")
-    tr.add_argument("--region-prob", type=float, default=0.0,
+    tr.add_argument("--region-prob", type=_probability, default=0.0,
                     help="siamfc: share of still pairs around random boxes of training frames (default 0)")
     tr.add_argument("--cache-dir", help="siamfc: cropped-pair cache (default OUT/cache; reused when it matches)")
     tr.add_argument("--threads", type=_positive, help="torch / OpenCV threads (default: torch's)")

@@ -347,11 +347,12 @@ class SiamFCPairs:
         self.sequences = [s for s in sequences if len(s) > 0]
         if not self.sequences:
             raise ValueError("no training frames: every frame failed the curation rules")
-        # Region crops follow the tracked sequences in one list; only region pairs index them.
+        # Region crops follow the tracked sequences in one list; only region pairs index them,
+        # drawing a region sequence in proportion to its frames (as _frame_prob does for targets).
         self._tracked = len(self.sequences)
         self.sequences += [r for r in regions if len(r) > 0]
         region_counts = np.array([len(s) for s in self.sequences[self._tracked:]], dtype=np.float64)
-        self._region_prob = region_counts / region_counts.sum() if len(region_counts) else region_counts
+        self._region_frame_prob = region_counts / region_counts.sum() if len(region_counts) else region_counts
         if self.config.region_prob > 0 and not len(region_counts):
             raise ValueError("region_prob > 0 but no region crops were given")
         self.seed = int(seed)
@@ -371,7 +372,7 @@ class SiamFCPairs:
         cfg = self.config
         if cfg.region_prob > 0 and rng.random() < cfg.region_prob:
             for _ in range(8):  # open water or sky teaches nothing: prefer a textured box
-                region = self._tracked + int(rng.choice(len(self._region_prob), p=self._region_prob))
+                region = self._tracked + int(rng.choice(len(self._region_frame_prob), p=self._region_frame_prob))
                 slot = int(rng.integers(len(self.sequences[region])))
                 if self.box_std(region, slot) >= cfg.region_min_std:
                     break
