@@ -116,3 +116,29 @@ def test_cli_train_rar_resumes_and_writes_loadable_weights(train_dataset_dir, tm
     assert result.box.is_finite() and 0.0 <= result.confidence <= 1.0
     again = run_cli(*common, "--epochs", "1")
     assert again.returncode == 2 and "already holds" in again.stderr
+
+
+def test_stages_frozen_with_imagenet_normalise_as_the_tracker_will():
+    """Training with ImageNet weights freezes the first stages: their batch norm must use the
+    stored statistics in training too, or training sees other features than tracking."""
+    from vtrack_core.trackers.rar import RARNet
+    from vtrack_core.training.rar_train import FROZEN_WITH_IMAGENET
+
+    torch.manual_seed(0)
+    model = RARNet("light")
+    model.frozen_norm_prefixes = tuple(p.rstrip(".") for p in FROZEN_WITH_IMAGENET)
+    images = torch.rand(2, 3, 127, 127) * 255
+    model.eval()
+    with torch.no_grad():
+        expected = model.backbone.layer1(model.backbone.maxpool(model.backbone.relu(model.backbone.bn1(model.backbone.conv1(images)))))
+    stored = model.backbone.bn1.running_mean.clone()
+    model.train()
+    frozen = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and n.startswith(model.frozen_norm_prefixes)]
+    others = [m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and not n.startswith(model.frozen_norm_prefixes)]
+    assert frozen and all(not dict(model.named_modules())[n].training for n in frozen)
+    assert others and all(m.training for m in others)
+    with torch.no_grad():
+        got = model.backbone.layer1(model.backbone.maxpool(model.backbone.relu(model.backbone.bn1(model.backbone.conv1(images)))))
+        model(images)
+    assert torch.allclose(got, expected)
+    assert torch.equal(model.backbone.bn1.running_mean, stored)

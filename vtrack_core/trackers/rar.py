@@ -325,6 +325,18 @@ class RARNet(nn.Module):
         self.attention = nn.ModuleList([LevelAttention(c, lstm_hidden) for c in self.backbone.level_channels])
         self.refine = Refinement(self.backbone.level_channels, feature_channels)
         self.switches = Switches()
+        # Module-name prefixes whose batch norm stays in eval mode while the rest trains:
+        # stages frozen with ImageNet weights must normalise with ImageNet's statistics, as
+        # the tracker will, not with each training batch's.
+        self.frozen_norm_prefixes: tuple[str, ...] = ()
+
+    def train(self, mode: bool = True) -> "RARNet":
+        super().train(mode)
+        if mode and self.frozen_norm_prefixes:
+            for name, module in self.named_modules():
+                if name.startswith(self.frozen_norm_prefixes) and isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def forward(self, images: torch.Tensor, state: list[LSTMState | None] | None = None
                 ) -> tuple[torch.Tensor, list[LSTMState | None]]:

@@ -277,9 +277,9 @@ def train_rar(
             if name.startswith(FROZEN_WITH_IMAGENET):
                 parameter.requires_grad_(False)
                 frozen.append(name)
-        for name, module in model.named_modules():  # frozen stages keep ImageNet's statistics
-            if name.startswith(tuple(p.rstrip(".") for p in FROZEN_WITH_IMAGENET)) and isinstance(module, torch.nn.BatchNorm2d):
-                module.momentum = 0.0
+        # Frozen stages normalise with ImageNet's statistics in training too (batch norm in
+        # eval mode there), so they compute what the tracker will compute.
+        model.frozen_norm_prefixes = tuple(p.rstrip(".") for p in FROZEN_WITH_IMAGENET)
     loss = RARLoss(samples.size, samples.label_sigma_cells())
     loop = LoopConfig(epochs=epochs, iterations=iterations, momentum=momentum, weight_decay=weight_decay,
                       device=str(torch_device), seed=seed, monitor="auc" if val else None, monitor_mode="max",
