@@ -34,15 +34,19 @@ def crop_and_resize(
     (default: the frame's per-channel mean). Returns Nx3xout_size x out_size.
     """
     _, channels, height, width = frame.shape
-    sizes = sizes.to(frame.dtype)
+    # Positions and sampling in float32 whatever the frame's dtype: in float16 a pixel
+    # coordinate near 1500 is only good to 1 px, and a crop would land up to ~1 px off.
+    # The crop is returned in the frame's dtype.
+    out_dtype = frame.dtype
+    frame = frame.float()
+    sizes = sizes.float()
     if sizes.dim() == 1:
         sizes = torch.stack([sizes, sizes], dim=1)
     count = sizes.shape[0]
-    centers = centers.to(frame.dtype).reshape(-1, 2).expand(count, 2)
-    if fill is None:
-        fill = frame.mean(dim=(2, 3)).reshape(channels)
+    centers = centers.float().reshape(-1, 2).expand(count, 2)
+    fill = frame.mean(dim=(2, 3)).reshape(channels) if fill is None else fill.float().reshape(channels)
     # Normalised coordinates (align_corners=True): -1 is pixel 0, +1 is pixel W-1.
-    steps = torch.linspace(-0.5, 0.5, out_size, device=frame.device, dtype=frame.dtype) * (out_size - 1) / out_size
+    steps = torch.linspace(-0.5, 0.5, out_size, device=frame.device, dtype=torch.float32) * (out_size - 1) / out_size
     xs = centers[:, 0:1] + steps.unsqueeze(0) * sizes[:, 0:1]  # N x out (pixels)
     ys = centers[:, 1:2] + steps.unsqueeze(0) * sizes[:, 1:2]
     grid_x = (2.0 * xs / max(width - 1, 1) - 1.0).unsqueeze(1).expand(count, out_size, out_size)
@@ -51,4 +55,4 @@ def crop_and_resize(
     # Sample (frame - fill) with zero padding, then add fill back: outside becomes `fill`.
     shifted = (frame - fill.reshape(1, channels, 1, 1)).expand(count, -1, -1, -1)
     crops = F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return crops + fill.reshape(1, channels, 1, 1)
+    return (crops + fill.reshape(1, channels, 1, 1)).to(out_dtype)

@@ -365,8 +365,8 @@ class FDNTracker(Tracker):
         centre = box[:2] + box[2:] / 2
         zoom = self.config.target_px / float(box[2:].mean())
         side = self.region_px / zoom
-        crop = crop_and_resize(frame, torch.as_tensor(centre - 0.5, device=self.device, dtype=frame.dtype),
-                               torch.tensor([side], device=self.device, dtype=frame.dtype), self.region_px,
+        crop = crop_and_resize(frame, torch.as_tensor(centre - 0.5, device=self.device, dtype=torch.float32),
+                               torch.tensor([side], device=self.device, dtype=torch.float32), self.region_px,
                                self.fill)
         crop = (crop - self.config.input_mean).to(self.conv_dtype)
         with torch.no_grad():

@@ -462,8 +462,8 @@ class RARTracker(Tracker):
 
     def _features(self, frame: torch.Tensor, centers: np.ndarray, sides: np.ndarray,
                   state: list[LSTMState | None] | None) -> tuple[torch.Tensor, list[LSTMState | None]]:
-        patches = crop_and_resize(frame, torch.as_tensor(centers, device=self.device, dtype=self.dtype),
-                                  torch.as_tensor(sides, device=self.device, dtype=self.dtype),
+        patches = crop_and_resize(frame, torch.as_tensor(centers, device=self.device, dtype=torch.float32),
+                                  torch.as_tensor(sides, device=self.device, dtype=torch.float32),
                                   self.config.input_size, self.fill)
         features, new_state = self.net(patches.contiguous(memory_format=torch.channels_last), state)
         return features.float() * self.window, new_state

@@ -248,8 +248,8 @@ class SiamFCTracker(Tracker):
         frame = image_to_tensor(image, self.device, self.dtype)
         x_side = self._exemplar_side() * cfg.instance_size / cfg.exemplar_size
         sides = self.scale_factors * x_side
-        search = crop_and_resize(frame, torch.tensor(self.center, device=self.device, dtype=self.dtype),
-                                 sides.to(self.dtype), cfg.instance_size, self.fill)
+        search = crop_and_resize(frame, torch.tensor(self.center, device=self.device, dtype=torch.float32),
+                                 sides, cfg.instance_size, self.fill)
         embedded = self.net.backbone(search.contiguous(memory_format=torch.channels_last))
         scores = self.net.head(self.kernel, embedded).float()  # S x 1 x 17 x 17
         size = scores.shape[-1] * cfg.response_up
