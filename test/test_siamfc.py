@@ -90,21 +90,35 @@ def test_grouped_correlation_equals_one_by_one():
 
 
 def test_loads_siamfc_pytorch_layout(tmp_path):
-    """siamfc-pytorch: 'backbone.convN.{0,1}.*', no BN after conv5, no head parameters."""
+    """siamfc-pytorch: 'backbone.convN.{0,1}.*', no BN after conv5, no head parameters; its
+    network reads RGB and its batch norms use eps 1e-6."""
     source = random_net(1)
+    for module in source.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eps = 1e-6
+    source.backbone.conv4[1].running_var[:192] = 2e-5  # small enough for eps to matter
+    eps_ignored = SiamFCNet()
+    eps_ignored.load_state_dict(source.state_dict())
     state = {k: v for k, v in source.state_dict().items() if k.startswith("backbone.") and not k.startswith("backbone.conv5.1")}
     path = tmp_path / "siamfc_alexnet_e50.pth"
     torch.save(state, path)
     net = SiamFCNet()
     load_siamfc_weights(net, path)
     net.eval()
-    for key, value in state.items():
-        assert torch.equal(net.state_dict()[key], value), key
-    x = torch.rand(1, 3, 255, 255) * 255
+    bgr = torch.rand(1, 3, 255, 255) * 255
     with torch.no_grad():
-        conv5_in = source.backbone.conv4(source.backbone.conv3(source.backbone.conv2(source.backbone.conv1(x))))
+        rgb = bgr[:, [2, 1, 0]]
+        conv5_in = source.backbone.conv4(source.backbone.conv3(source.backbone.conv2(source.backbone.conv1(rgb))))
         expected = source.backbone.conv5[0](conv5_in)  # no BN after conv5 in that layout
-        assert torch.allclose(net.backbone(x), expected, rtol=1e-4, atol=1e-3)
+        def error(output):
+            return float((output - expected).abs().max() / expected.abs().max())
+
+        assert error(net.backbone(bgr)) < 1e-5
+        assert error(net.backbone(rgb)) > 1e-2  # the swap matters
+        eps_ignored.eval()
+        stem = eps_ignored.backbone  # the same weights read with our eps: wrong
+        wrong_eps = stem.conv5[0](stem.conv4(stem.conv3(stem.conv2(stem.conv1(rgb)))))
+        assert error(wrong_eps) > 1e-3  # ... and so does the eps
     assert net.head.scale.item() == pytest.approx(1e-3) and net.head.bias.detach().item() == 0.0
 
 

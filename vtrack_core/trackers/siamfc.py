@@ -34,6 +34,8 @@ from ..weights import (
 )
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "siamfc.pt"
+BATCHNORM_EPS = 1e-5
+SIAMFC_PYTORCH_BN_EPS = 1e-6  # siamfc-pytorch's _BatchNorm2d
 
 
 # --- network (Table 1) ----------------------------------------------------------------------
@@ -43,7 +45,7 @@ def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1, groups: int =
     -> 3x3/2 max-pool, the last two optional."""
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, kernel, stride, padding=0, groups=groups),
-        nn.BatchNorm2d(cout, eps=1e-5, momentum=0.05),
+        nn.BatchNorm2d(cout, eps=BATCHNORM_EPS, momentum=0.05),
     ]
     if relu:
         layers.append(nn.ReLU(inplace=True))
@@ -120,8 +122,13 @@ def _identity_batchnorm(prefix: str) -> dict[str, torch.Tensor]:
 
 def state_dict_from_siamfc_pytorch(source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The siamfc-pytorch layout ('backbone.convN.{0,1}.*', no BN after conv5, fixed output
-    scale 1e-3 and no bias) onto this network. Its BGR 0..255 input matches ours."""
-    state = {k: v for k, v in source.items() if k.startswith("backbone.") and "num_batches_tracked" not in k}
+    scale 1e-3 and no bias) onto this network. That code reads frames as RGB 0..255 (ours
+    BGR): conv1's input channels are swapped. Its batch norms use eps 1e-6 (ours 1e-5): the
+    running variances are lowered by the difference, so var + eps is what it was trained with."""
+    state = {k: v.clone() for k, v in source.items() if k.startswith("backbone.") and "num_batches_tracked" not in k}
+    state["backbone.conv1.0.weight"] = state["backbone.conv1.0.weight"][:, [2, 1, 0]]
+    for key in [k for k in state if k.endswith(".running_var")]:
+        state[key] = (state[key] + SIAMFC_PYTORCH_BN_EPS - BATCHNORM_EPS).clamp_min(0.0)
     if "backbone.conv5.1.weight" not in state:
         state.update(_identity_batchnorm("backbone.conv5.1"))
     state["head.scale"] = source.get("head.scale", torch.tensor(1e-3))
