@@ -216,3 +216,27 @@ def test_committed_weights_track_real_sequences_as_measured(dev_dataset_dir):
         assert auc == pytest.approx(measured[sequence.name], abs=0.03), sequence.name
         confidences = result.confidences[1:]
         assert ((confidences >= 0) & (confidences <= 1)).all()
+
+
+def test_scale_changes_are_penalised_for_unsure_negative_peaks_too():
+    from vtrack_core.ops.scales import penalise_scale_change
+
+    penalties = torch.tensor([0.9745, 1.0, 0.9745])
+    for peaks in ([2.0, 2.02, 2.0], [-2.18, -2.19, -2.18], [-0.01, 0.0, -0.01]):
+        assert int(torch.argmax(penalise_scale_change(torch.tensor(peaks), penalties))) == 1, peaks
+    assert int(torch.argmax(penalise_scale_change(torch.tensor([2.2, 2.0, 1.0]), penalties))) == 0  # a clear win still counts
+    assert torch.allclose(penalise_scale_change(torch.tensor([3.0, 1.0, 2.0]), penalties), torch.tensor([3.0, 1.0, 2.0]) * penalties)
+
+
+def test_target_gone_box_keeps_its_size(frame, dev_dataset_dir):
+    """With the target gone (a blank frame) every peak is a low, negative logit: the size must
+    stay, not drift a scale step per frame (it grew 6 % in 5 frames with the plain product)."""
+    tracker = create_tracker("siamfc", device="cpu")
+    box = Box(*np.loadtxt(dev_dataset_dir / "Couple" / "groundtruth_rect.txt", delimiter=",", max_rows=1))
+    tracker.init(frame, box)
+    blank = np.empty_like(frame)
+    blank[:] = frame.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    for _ in range(5):
+        result = tracker.update(blank)
+    assert (result.box.w, result.box.h) == pytest.approx((box.w, box.h), rel=1e-6)
+    assert result.confidence < 0.5

@@ -68,6 +68,7 @@ from ..config import TrackerConfig
 from ..device import resolve_device
 from ..ops.correlation_filter import FilterState, gaussian_label, hann_window, learn_filter, peak_offset, respond
 from ..ops.crops import crop_and_resize, image_to_tensor
+from ..ops.scales import penalise_scale_change
 from ..ops.deform_conv import DeformConv2d
 from ..tracker import Tracker
 from ..weights import WeightsError, load_torch_state_dict
@@ -496,7 +497,7 @@ class RARTracker(Tracker):
         centers = np.repeat(self.center[None], len(sides), axis=0)
         features, state = self._features(frame, centers, sides, self.state)
         responses = respond(self.filter, features, cfg.lambda1)  # scales x S x S
-        peaks = responses.amax(dim=(1, 2)) * self.scale_penalties
+        peaks = penalise_scale_change(responses.amax(dim=(1, 2)), self.scale_penalties)
         best = int(torch.argmax(peaks))
         d_row, d_col, peak = peak_offset(responses[best])
         cell = cell_pixels(sides[best], cfg.input_size)  # image px per cell at the chosen scale

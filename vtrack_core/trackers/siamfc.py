@@ -24,6 +24,7 @@ from ..config import TrackerConfig
 from ..device import resolve_device
 from ..ops.correlation import cross_correlate
 from ..ops.crops import crop_and_resize, image_to_tensor
+from ..ops.scales import penalise_scale_change
 from ..tracker import Tracker
 from ..weights import (
     WeightsError,
@@ -229,7 +230,7 @@ class SiamFCTracker(Tracker):
         )
         penalties = torch.full((cfg.scale_num,), cfg.scale_penalty, device=self.device)
         penalties[(cfg.scale_num - 1) // 2] = 1.0
-        self.scale_penalties = penalties.reshape(-1, 1, 1)
+        self.scale_penalties = penalties
 
     @torch.inference_mode()
     def _init(self, image: np.ndarray, box: Box) -> None:
@@ -266,7 +267,7 @@ class SiamFCTracker(Tracker):
             self.window = torch.outer(hann, hann) / torch.outer(hann, hann).sum()
         # Best scale (penalising scale changes), then the peak of its window-blended map; all
         # on the device, one transfer of three numbers at the end.
-        best_scale = torch.argmax((response * self.scale_penalties).amax(dim=(1, 2)))
+        best_scale = torch.argmax(penalise_scale_change(response.amax(dim=(1, 2)), self.scale_penalties))
         best = response[best_scale]
         confidence = torch.sigmoid(best.max())
         normalised = best - best.min()
