@@ -317,7 +317,10 @@ def build_cache(sequences: Seq[Sequence], cache_dir: str | Path, config: SiamFCD
 def make_labels(config: SiamFCDataConfig, offset: tuple[float, float] = (0.0, 0.0),
                 negative: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(labels, weights), score_size^2 each: eq. 6 around the target at `offset` search px
-    from the search-image centre; weights 0.5 / count per class present."""
+    from the search-image centre; weights 0.5 / count per class present. A negative pair
+    (no positives) thus weighs half a positive pair in the batch (siamfc-pytorch balances its
+    positive pairs the same way and has no negative pairs). Kept so that the committed
+    weights' training is reproduced; eq. 4's plain mean over the map would weigh both alike."""
     n = config.score_size
     centre = (n - 1) / 2.0
     cells = np.arange(n, dtype=np.float64) - centre
