@@ -127,7 +127,8 @@ def state_dict_from_siamfc_pytorch(source: dict[str, torch.Tensor]) -> dict[str,
     BGR): conv1's input channels are swapped. Its batch norms use eps 1e-6 (ours 1e-5): the
     running variances are lowered by the difference, so var + eps is what it was trained with."""
     state = {k: v.clone() for k, v in source.items() if k.startswith("backbone.") and "num_batches_tracked" not in k}
-    state["backbone.conv1.0.weight"] = state["backbone.conv1.0.weight"][:, [2, 1, 0]]
+    if "backbone.conv1.0.weight" in state:  # (otherwise not this layout: the load says what is missing)
+        state["backbone.conv1.0.weight"] = state["backbone.conv1.0.weight"][:, [2, 1, 0]]
     for key in [k for k in state if k.endswith(".running_var")]:
         state[key] = (state[key] + SIAMFC_PYTORCH_BN_EPS - BATCHNORM_EPS).clamp_min(0.0)
     if "backbone.conv5.1.weight" not in state:
