@@ -124,6 +124,32 @@ def test_vgg16_loader_torchvision_layout(tmp_path):
         VGG16Backbone().load(tmp_path / "bad.pth")
 
 
+def test_both_levels_put_a_target_on_the_same_cell():
+    """FDN's maps cover the ROI differently (46 mid cells at stride 8, 22 high cells at 16):
+    a bright square must light the high level where it lights the mid level, at the cell
+    the geometry says (a plain resize put the high level 0.5-0.9 cell off in the middle)."""
+    backbone = build_backbone("fdn").eval()
+    grey = torch.full((1, 3, 386, 386), 128.0)
+
+    def centroid(change: torch.Tensor) -> np.ndarray:
+        ys, xs = torch.meshgrid(torch.arange(change.shape[0]), torch.arange(change.shape[1]), indexing="ij")
+        return np.array([float((change * xs).sum() / change.sum()), float((change * ys).sum() / change.sum())])
+
+    high_errors = []
+    with torch.no_grad():
+        mid0, high0 = backbone(grey)
+        for pixel in (150, 193, 250, 330):
+            probe = grey.clone()
+            probe[..., pixel - 12:pixel + 12, pixel - 12:pixel + 12] = 250.0
+            mid, high = backbone(probe)
+            expected = (pixel - backbone.geometry.offset) / backbone.geometry.stride
+            np.testing.assert_allclose(centroid((mid - mid0).abs().sum(1)[0]), expected, atol=0.15)
+            high_errors.append(centroid((high - high0).abs().sum(1)[0]) - expected)
+    # The high level's large receptive fields blur the probe unevenly: single probes may
+    # land 0.35 cell off, the mean error is what a misalignment shifts.
+    assert np.abs(high_errors).max() < 0.4 and np.abs(high_errors).mean() < 0.15, high_errors
+
+
 def test_candidates_spread_as_configured():
     """Eq. 8's candidates: centres spread by trans_std pixels, sizes by scale_std (relative),
     aspect kept, the last state kept as candidate 0."""
@@ -178,6 +204,17 @@ def test_candidate_rules_pick_the_trained_size(rule):
         candidate_scores(heatmap, boxes, "peak", heatmap_sigma=0.25)
 
 
+def test_edge_offset_score_peaks_at_the_target_size():
+    """On a finely sampled target Gaussian (sigma = side / 4) the default score's best box,
+    among the same box scaled 0.8-1.2x, is the target's own (the old level, the Gaussian's
+    value at the middle of an edge, preferred a box 0.88x the size)."""
+    heatmap = gaussian_heatmap((240, 240), (119.5, 119.5), (20.0, 10.0))  # target 80 x 40 cells
+    factors = torch.linspace(0.8, 1.2, 41)
+    boxes = torch.stack([120 - 40 * factors, 120 - 20 * factors, 120 + 40 * factors, 120 + 20 * factors], dim=1)
+    scores, _ = candidate_scores(heatmap, boxes, "edge_offset", heatmap_sigma=0.25)
+    assert abs(float(factors[torch.argmax(scores)]) - 1.0) <= 0.02
+
+
 def test_config_refuses_unknown_rules():
     with pytest.raises(ValueError, match="candidate_score"):
         create_tracker("fcnt", device="cpu", candidate_score="peak")
@@ -200,6 +237,22 @@ def test_fcnt_follows_david_start(dev_dataset_dir):
     assert areas.max() < 2.0 * areas[0] and areas.min() > 0.5 * areas[0]
     tracker.init(sequence.image(0), Box.from_xywh(sequence.ground_truth[0]))
     assert len(tracker.keep_high) == 384 and len(tracker.keep_mid) == 256  # K = 384, conv2 has 256
+
+
+def test_roi_follows_the_target_size(dev_dataset_dir):
+    """roi_follows_target=true cuts the ROI at roi_context x the current box's mean side (the
+    authors' code); the default keeps the first box's side."""
+    sequence = load_dataset(dev_dataset_dir, ["David"])[0]
+    image, box = sequence.image(0), Box.from_xywh(sequence.ground_truth[0])
+    for follows, expected_ratio in ((True, 0.5), (False, 1.0)):
+        tracker = create_tracker("fcnt", device="cpu", selected_maps=64, net_iterations=1, sel_iterations=1,
+                                 roi_follows_target=follows)
+        tracker.init(image, box)
+        centre = tracker.state[:2] + tracker.state[2:] / 2
+        zoom_first = tracker._crop(image, centre)[3]
+        tracker.state[2:] *= 2.0  # the target doubled in size
+        zoom_now = tracker._crop(image, centre)[3]
+        assert zoom_now / zoom_first == pytest.approx(expected_ratio)
 
 
 @pytest.mark.slow

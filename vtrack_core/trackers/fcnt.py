@@ -28,16 +28,27 @@ Our reading of points the paper leaves open, each a config value:
   on the held-back sequences, but the mean AUC there fell from 0.684 to 0.652, so the
   default stays the paper's.
 * Candidate confidence is the paper's sum of the heat map inside the box (an integral image),
-  taken over the heat map minus the level the target Gaussian has at the box's edge times
-  the map's peak (exp(-2) for sigma = w / 4). With the literal sum (`candidate_score=sum`) a
-  larger box never scores lower, and the box grew to the whole ROI within ten frames in our
-  runs; with the offset, cells outside the target count against a box and the sum peaks at
-  the trained box size. The authors' code ranks by the mean of the map (floored at 0.1 x
+  taken over the heat map minus a level times the map's peak (`edge_level`: 0.081 for
+  sigma = w / 4, chosen so that the sum over a target Gaussian peaks at the target's own
+  box). With the literal sum (`candidate_score=sum`) a larger box never scores lower, and the
+  box grew to the whole ROI within ten frames in our runs; with the offset, cells outside
+  the target count against a box. (Until 2026-11-22 the level was exp(-2) = 0.135, the
+  Gaussian's value at the middle of the box's edge; its optimum is a box 0.89 x the
+  target's, and boxes shrank.) The authors' code ranks by the mean of the map (floored at 0.1 x
   peak) times area^0.7 (`candidate_score=area_power`); on the held-back sequences that
   scored 0.641 against 0.684, so the offset stays the default.
-* SNet's updates (sec. 4.3) take every result, as the paper says; `update_min_confidence`
-  makes them skip results below a confidence (the authors' code skips below its 0.35).
-  At 0.3 the held-back mean AUC was 0.680 against 0.684, so the default is 0.
+* SNet's updates (sec. 4.3): the paper takes every result; we skip results below
+  `update_min_confidence` = 0.3, the confidence below which the tracker reports the target
+  as not tracked (the authors' code skips below its 0.35). Learning from every result
+  taught SNet the background where a hidden target had been: with the pedestrian of Crossing
+  painted over, eq. 10's updates on those frames made SNet fire there, and the confidence
+  came back to 0.95 with nothing to track. On the held-back sequences the two settings
+  scored alike (0.680 at 0.3 against 0.684 at 0, before the fixes of 2026-11-22).
+* The ROI side is `roi_context` x the first box's mean side. The authors' code cuts it from
+  the current box (`roi_follows_target=true`), which should keep a growing target at the
+  scale GNet learnt; on uav_person12_1 it lost the person (AUC 0.254 against 0.590 with the
+  first box's side, both with the fixes of 2026-11-22), while the box sizes stayed alike
+  (0.93 x the truth), so it is an option, not the default.
 
 Confidence (0..1): the chosen box's heat-map sum divided by the sum the first frame's
 target heat map M has inside the target box, clipped: about 1 when the predicted heat map is
@@ -109,6 +120,17 @@ def above_floor(heatmap: torch.Tensor, floor: float) -> torch.Tensor:
     return torch.where(heatmap > floor * heatmap.max(), heatmap, torch.zeros_like(heatmap))
 
 
+def edge_level(heatmap_sigma: float) -> float:
+    """Level (x the peak) to subtract per cell so that a box's sum over a target Gaussian
+    (sigma = heatmap_sigma x side) peaks at the target's own box. Growing the box's half-width
+    a adds an edge strip worth G(a) x (the Gaussian's mean along the other side), so the
+    optimum sits where that equals the level: exp(-1 / (8 k^2)) x sqrt(2 pi) k erf(1 / (2 sqrt(2) k))
+    for k = heatmap_sigma; 0.081 for k = 1/4. (exp(-1 / (8 k^2)) alone, 0.135, ignores the
+    mean along the other side, and its optimum is a box 0.89 x the target's.)"""
+    k = heatmap_sigma
+    return math.exp(-1.0 / (8.0 * k * k)) * math.sqrt(2.0 * math.pi) * k * math.erf(1.0 / (2.0 * math.sqrt(2.0) * k))
+
+
 def candidate_scores(heatmap: torch.Tensor, cells: torch.Tensor, rule: str, heatmap_sigma: float,
                      area_power: float = 0.7, floor: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """(ranking score, plain heat-map sum) of N candidate boxes (cells, x1 y1 x2 y2).
@@ -121,8 +143,7 @@ def candidate_scores(heatmap: torch.Tensor, cells: torch.Tensor, rule: str, heat
     areas = (torch.round(cells[:, 2]) - torch.round(cells[:, 0])).clamp_min(0) * \
             (torch.round(cells[:, 3]) - torch.round(cells[:, 1])).clamp_min(0)
     if rule == "edge_offset":
-        level = math.exp(-0.125 / heatmap_sigma ** 2) * heatmap.max()
-        return sums - level * areas, sums
+        return sums - edge_level(heatmap_sigma) * heatmap.max() * areas, sums
     if rule == "area_power":
         return box_sums(above_floor(heatmap, floor), cells) * areas.clamp_min(1.0) ** (area_power - 1.0), sums
     if rule == "sum":
@@ -238,6 +259,7 @@ class FCNTConfig(TrackerConfig):
     half: bool = False  # fp16 backbone on CUDA
     roi_size: int = 386  # input ROI, pixels (sec. 5)
     roi_context: float = 3.0  # ROI side / target mean side (ours; the paper gives only the 386 px)
+    roi_follows_target: bool = False  # True: ROI side from the current box (authors' code); False: the first box's
     selected_maps: int = 384  # K per level (sec. 5); >= the level's maps: no selection
     sel_iterations: int = 50  # sec. 5
     sel_lr: float = 1e-3
@@ -259,7 +281,7 @@ class FCNTConfig(TrackerConfig):
     distractor_threshold: float = 0.2  # P_d (eq. 9) above it: SNet decides
     distractor_floor: float = 0.0  # P_d counts only cells above this x the peak (authors' code: 0.2); 0: all (paper)
     adaptation_interval: int = 20  # SNet fine-tuned with the most confident result every N frames
-    update_min_confidence: float = 0.0  # SNet learns only from results at least this confident (0: always)
+    update_min_confidence: float = 0.3  # SNet learns only from results at least this confident (authors: 0.35; paper: always)
     use_gnet: bool = True  # ablation: False = FCNT_S
     use_snet: bool = True  # ablation: False = FCNT_G
     seed: int = 0
@@ -295,7 +317,7 @@ class FCNTTracker(Tracker):
     def _crop(self, image: np.ndarray, centre: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
         """ROI around `centre`: (mid, high features scaled and selected later, origin, zoom)."""
         cfg = self.config
-        side = cfg.roi_context * self.mean_side
+        side = cfg.roi_context * (float(self.state[2:].mean()) if cfg.roi_follows_target else self.mean_side)
         zoom = cfg.roi_size / side
         frame = image_to_tensor(image, self.device)
         roi = crop_and_resize(frame, torch.as_tensor(centre - 0.5, device=self.device, dtype=torch.float32),
@@ -371,7 +393,8 @@ class FCNTTracker(Tracker):
         self.gnet.requires_grad_(False)  # GNet stays fixed (sec. 4.3)
         self.snet_optimizer = torch.optim.Adam(self.snet.parameters(), lr=cfg.update_lr)
         self.first_mid = mid
-        self.best_recent: tuple[float, torch.Tensor, torch.Tensor] | None = None  # (confidence, mid, target)
+        # the most confident result since the last adaptation: (unclipped strength, mid, target)
+        self.best_recent: tuple[float, torch.Tensor, torch.Tensor] | None = None
         self.snet_updates = {"adaptation": 0, "discrimination": 0}
 
     def _locate(self, heatmap: torch.Tensor, candidates: np.ndarray, origin: np.ndarray,
@@ -404,18 +427,19 @@ class FCNTTracker(Tracker):
         if g_map is None or (distractor and s_map is not None):
             best, inside, _ = self._locate(s_map, candidates, origin, zoom)
         box = candidates[best]
-        confidence = min(float(inside) / max(self.ideal_sum, 1e-9), 1.0)
+        strength = float(inside) / max(self.ideal_sum, 1e-9)  # unclipped: ranks results above 1 too
+        confidence = min(strength, 1.0)
         self.state = box.copy()
         self.state[:2] = np.clip(self.state[:2] + self.state[2:] / 2, 0, [width - 1, height - 1]) - self.state[2:] / 2
         # sec. 4.3: SNet updates (GNet fixed)
         if cfg.use_snet:
             target = self._target_map(self.state, origin, zoom)
-            if self.best_recent is None or confidence > self.best_recent[0]:
-                self.best_recent = (confidence, mid.detach(), target)
+            if self.best_recent is None or strength > self.best_recent[0]:
+                self.best_recent = (strength, mid.detach(), target)
             frame_number = self.frame_index + 1
             if cfg.adaptation_interval > 0 and frame_number % cfg.adaptation_interval == 0 and self.best_recent:
-                best_confidence, best_mid, best_target = self.best_recent
-                if best_confidence >= cfg.update_min_confidence:
+                best_strength, best_mid, best_target = self.best_recent
+                if min(best_strength, 1.0) >= cfg.update_min_confidence:
                     self._fit(self.snet, [best_mid], [best_target], [None], self.snet_optimizer, cfg.update_iterations)
                     self.snet_updates["adaptation"] += 1
                 self.best_recent = None
