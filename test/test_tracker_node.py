@@ -215,14 +215,15 @@ def test_latest_frame_wins_under_a_burst(tracker_node, sequence):
     assert report["frames_dropped"] >= 1
 
 
-@pytest.mark.parametrize("tracker_node", [["-p", "diagnostics_period:=0.2"]], indirect=True)
+@pytest.mark.parametrize("tracker_node", [["-p", "tracker:=siamfc", "-p", "diagnostics_period:=0.2"]], indirect=True)
 def test_camera_faster_than_tracker_reports_drops_and_still_tracks(tracker_node, dev_dataset_dir):
     """A camera that does not wait for the tracker: the node keeps only the newest frame,
     reports what it dropped, and the robot sees the last published box for a dropped frame,
-    scored that way. The camera runs 1.5x faster than the node's lockstep rate measured at the
-    start of this test, so frames are dropped on any machine and under any load (a fixed 30 Hz
-    dropped none on an idle machine and lost the target on a loaded one). Crossing: a sequence
-    CSRT tracks robustly (offline AUC 0.77; 0.73 with every second frame skipped)."""
+    scored that way. A 12 Hz camera and SiamFC, which takes 85-300 ms a frame on these CPUs:
+    frames are dropped on any machine, at a rate the transport never loses. (CSRT needed a
+    camera near 70 Hz to drop anything on an idle machine; at that rate the node's image
+    callback lost most frames to deserialising them, and the test failed on luck.) Crossing:
+    SiamFC's offline AUC 0.70, 0.68 updating only every fifth frame."""
     import time
 
     from diagnostic_msgs.msg import DiagnosticArray
@@ -234,13 +235,9 @@ def test_camera_faster_than_tracker_reports_drops_and_still_tracks(tracker_node,
     gt = sequence.ground_truth
     tracker_node.publish(images[0], frame_stamp_ns(0))
     assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0)).success
-    lockstep_frames = 10
-    started = time.monotonic()
-    for index in range(1, lockstep_frames + 1):
-        assert tracker_node.publish(images[index], frame_stamp_ns(index)) is not None, tracker_node.log()
-    period = (time.monotonic() - started) / lockstep_frames / 1.5
+    period = 1 / 12
     next_time = time.monotonic()
-    for index in range(lockstep_frames + 1, len(images)):
+    for index in range(1, len(images)):
         tracker_node.publish(images[index], frame_stamp_ns(index), wait=False)
         next_time += period
         tracker_node.wait_for(lambda: time.monotonic() >= next_time, 1.0)
@@ -261,7 +258,7 @@ def test_camera_faster_than_tracker_reports_drops_and_still_tracks(tracker_node,
             held[index] = held[index - 1]
     dropped = len(images) - 1 - tracked
     auc = score(held, gt).auc
-    print(f"Crossing csrt, camera every {period * 1e3:.1f} ms: {tracked} tracked, {dropped} dropped, "
+    print(f"Crossing siamfc, camera every {period * 1e3:.1f} ms: {tracked} tracked, {dropped} dropped, "
           f"AUC (last box held) {auc:.4f}")
     stamps = [stamp_ns(m.header.stamp) for m in tracker_node.results]
     assert stamps == sorted(stamps) and set(stamps) <= {frame_stamp_ns(i) for i in range(len(images))}
@@ -275,9 +272,12 @@ def test_camera_faster_than_tracker_reports_drops_and_still_tracks(tracker_node,
         return tuple(int(values.get(k, -1)) for k in ("frames_received", "frames_processed", "frames_dropped"))
 
     def settled():
-        return bool(diagnostics) and counts(diagnostics[-1])[0] - counts(diagnostics[-1])[1] == counts(diagnostics[-1])[2]
+        if not diagnostics:
+            return False
+        received, processed, node_dropped = counts(diagnostics[-1])
+        return received - processed == node_dropped and processed >= tracked + 1
 
-    tracker_node.wait_for(lambda: settled() and counts(diagnostics[-1])[1] >= tracked + 1, 5.0)
+    tracker_node.wait_for(settled, 5.0)
     assert diagnostics, "no /diagnostics"
     received, processed, node_dropped = counts(diagnostics[-1])
     print(f"node: {received} received, {processed} processed, {node_dropped} dropped")

@@ -465,7 +465,7 @@ class RARTracker(Tracker):
                   state: list[LSTMState | None] | None) -> tuple[torch.Tensor, list[LSTMState | None]]:
         patches = crop_and_resize(frame, torch.as_tensor(centers, device=self.device, dtype=torch.float32),
                                   torch.as_tensor(sides, device=self.device, dtype=torch.float32),
-                                  self.config.input_size, self.fill)
+                                  self.config.input_size, self.fill).to(self.dtype)
         features, new_state = self.net(patches.contiguous(memory_format=torch.channels_last), state)
         return features.float() * self.window, new_state
 
@@ -482,7 +482,7 @@ class RARTracker(Tracker):
     def _init(self, image: np.ndarray, box: Box) -> None:
         self.center = np.array(box.center, dtype=np.float64)
         self.target_size = np.array([box.w, box.h], dtype=np.float64)
-        frame = image_to_tensor(image, self.device, self.dtype)
+        frame = image_to_tensor(image, self.device)  # float32: crops are placed at full precision
         self.fill = frame.mean(dim=(2, 3)).reshape(3)
         filter_state, state = self._learn(frame, None)
         self.filter = filter_state
@@ -491,7 +491,7 @@ class RARTracker(Tracker):
     @torch.inference_mode()
     def _update(self, image: np.ndarray) -> tuple[Box, float]:
         cfg = self.config
-        frame = image_to_tensor(image, self.device, self.dtype)
+        frame = image_to_tensor(image, self.device)  # float32: crops are placed at full precision
         side = self._patch_side()
         sides = side * self.scale_factors
         centers = np.repeat(self.center[None], len(sides), axis=0)

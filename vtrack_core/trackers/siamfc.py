@@ -126,7 +126,7 @@ def state_dict_from_siamfc_pytorch(source: dict[str, torch.Tensor]) -> dict[str,
     scale 1e-3 and no bias) onto this network. That code reads frames as RGB 0..255 (ours
     BGR): conv1's input channels are swapped. Its batch norms use eps 1e-6 (ours 1e-5): the
     running variances are lowered by the difference, so var + eps is what it was trained with."""
-    state = {k: v.clone() for k, v in source.items() if k.startswith("backbone.") and "num_batches_tracked" not in k}
+    state = {k: v for k, v in source.items() if k.startswith("backbone.") and "num_batches_tracked" not in k}
     if "backbone.conv1.0.weight" in state:  # (otherwise not this layout: the load says what is missing)
         state["backbone.conv1.0.weight"] = state["backbone.conv1.0.weight"][:, [2, 1, 0]]
     for key in [k for k in state if k.endswith(".running_var")]:
@@ -238,11 +238,11 @@ class SiamFCTracker(Tracker):
         cfg = self.config
         self.center = np.array(box.center, dtype=np.float64)
         self.target_size = np.array([box.w, box.h], dtype=np.float64)
-        frame = image_to_tensor(image, self.device, self.dtype)
+        frame = image_to_tensor(image, self.device)  # float32: crops are placed at full precision
         self.fill = frame.mean(dim=(2, 3)).reshape(3)  # mean colour of the first frame pads crops
         z_size = self._exemplar_side()
         exemplar = crop_and_resize(frame, torch.tensor(self.center, device=self.device),
-                                   torch.tensor([z_size], device=self.device), cfg.exemplar_size, self.fill)
+                                   torch.tensor([z_size], device=self.device), cfg.exemplar_size, self.fill).to(self.dtype)
         self.kernel = self.net.backbone(exemplar.contiguous(memory_format=torch.channels_last)).contiguous()
         self.window = None
 
@@ -254,11 +254,11 @@ class SiamFCTracker(Tracker):
     @torch.inference_mode()
     def _update(self, image: np.ndarray) -> tuple[Box, float]:
         cfg = self.config
-        frame = image_to_tensor(image, self.device, self.dtype)
+        frame = image_to_tensor(image, self.device)  # float32: crops are placed at full precision
         x_side = self._exemplar_side() * cfg.instance_size / cfg.exemplar_size
         sides = self.scale_factors * x_side
         search = crop_and_resize(frame, torch.tensor(self.center, device=self.device, dtype=torch.float32),
-                                 sides, cfg.instance_size, self.fill)
+                                 sides, cfg.instance_size, self.fill).to(self.dtype)
         embedded = self.net.backbone(search.contiguous(memory_format=torch.channels_last))
         scores = self.net.head(self.kernel, embedded).float()  # S x 1 x 17 x 17
         size = scores.shape[-1] * cfg.response_up
