@@ -47,37 +47,6 @@ def test_table1_shapes_and_no_padding():
     assert sum(isinstance(m, torch.nn.ReLU) for m in net.modules()) == 4  # all but conv5
 
 
-def test_device_crops_match_opencv_affine_warp(frame):
-    tensor = image_to_tensor(frame, torch.device("cpu"))
-    mean = frame.reshape(-1, 3).mean(axis=0)
-    for cx, cy, side, out in [(150.0, 100.0, 64.0, 32), (150.3, 100.7, 100.0, 127), (10.0, 10.0, 80.0, 40)]:
-        crop = crop_and_resize(tensor, torch.tensor([cx, cy]), torch.tensor([side]), out)[0].permute(1, 2, 0).numpy()
-        k = out / side
-        warp = np.array([[k, 0, -cx * k + (out - 1) / 2], [0, k, -cy * k + (out - 1) / 2]])
-        reference = cv2.warpAffine(frame.astype(np.float32), warp, (out, out), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in mean))
-        assert np.abs(crop - reference).max() < 0.01
-    # Several scales in one batch = each scale alone.
-    sides = torch.tensor([90.0, 100.0, 110.0])
-    batch = crop_and_resize(tensor, torch.tensor([150.0, 100.0]), sides, 64)
-    for i, side in enumerate(sides):
-        alone = crop_and_resize(tensor, torch.tensor([150.0, 100.0]), side.reshape(1), 64)
-        assert torch.allclose(batch[i], alone[0], atol=1e-4)
-
-
-def test_half_precision_frames_are_cropped_at_full_precision_positions():
-    """fp16 (the CUDA option) holds pixel values, not positions: near x = 1500 a float16
-    coordinate is only good to 1 px, so crops are placed in float32 whatever the frame's type."""
-    ramp = np.broadcast_to((np.arange(1920, dtype=np.float32) / 8.0)[None, :, None], (64, 1920, 3))
-    frame = torch.from_numpy(np.ascontiguousarray(ramp)).permute(2, 0, 1).unsqueeze(0)  # exact in fp16
-    full = crop_and_resize(frame, torch.tensor([1500.3, 31.5]), torch.tensor([400.0]), 127)
-    half = crop_and_resize(frame.half(), torch.tensor([1500.3, 31.5]), torch.tensor([400.0]), 127)
-    assert half.dtype == torch.float16
-    # The ramp rises 1/8 per pixel and fp16 stores 128..256 in steps of 1/8: only the output
-    # rounding (1/16) may differ, i.e. half a pixel of position at most.
-    assert (half.float() - full).abs().max() <= 1 / 16 + 1e-6
-
-
 def test_grouped_correlation_equals_one_by_one():
     torch.manual_seed(0)
     exemplars, searches = torch.randn(4, 8, 6, 6), torch.randn(4, 8, 22, 22)

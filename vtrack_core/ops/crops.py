@@ -1,12 +1,20 @@
-"""Square-resampled crops cut on the device with one `grid_sample` call.
+"""Crops: on the device for tracking (`crop_and_resize`), on the CPU for training data
+(`warp_crop`), with one convention so a network is trained on the crops it will track on.
+
+Convention: pixel centres sit at integer coordinates (pixel (0, 0) covers [-0.5, 0.5)), a
+crop of side s around centre c resampled to n px puts output pixel u at input position
+c + (u - (n - 1) / 2) * s / n, bilinear, and parts outside the image take a fill colour
+(the frame's mean, as SiamFC and most Siamese trackers pad). Code that thinks in pixel-edge
+coordinates (a box's x + w / 2 is its centre there, too) passes `centre - 0.5`.
 
 Trackers upload a frame once, then cut every crop they need (several scales, exemplar and
-search) as one batch on the same device: no per-crop CPU warps and uploads. Parts of a
-crop outside the image take the frame's mean colour, as SiamFC and most Siamese trackers
-pad.
+search) as one batch with one `grid_sample` call: no per-crop CPU warps and uploads.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -56,3 +64,16 @@ def crop_and_resize(
     shifted = (frame - fill.reshape(1, channels, 1, 1)).expand(count, -1, -1, -1)
     crops = F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return (crops + fill.reshape(1, channels, 1, 1)).to(out_dtype)
+
+
+def warp_crop(image: np.ndarray, center: tuple[float, float], side: float | tuple[float, float], out_size: int,
+              fill: Sequence[float], border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """The CPU twin of `crop_and_resize` for one crop (OpenCV's bilinear warp): a `side` px
+    window (square, or (w, h)) around `center` resampled to out_size x out_size; the input's
+    dtype is kept. `border=cv2.BORDER_REPLICATE` repeats the edge instead of `fill`."""
+    side_w, side_h = (side, side) if np.isscalar(side) else side
+    kx, ky = out_size / float(side_w), out_size / float(side_h)
+    offset = (out_size - 1) / 2.0
+    warp = np.array([[kx, 0.0, offset - center[0] * kx], [0.0, ky, offset - center[1] * ky]])
+    return cv2.warpAffine(image, warp, (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=border,
+                          borderValue=tuple(float(v) for v in fill))

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..eval.datasets import DatasetError, Sequence
+from ..ops.crops import warp_crop
 from ..ops.sampling import SampleSpec, draw_with_overlap, xywh_to_xyxy
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, epoch_seed, geometric_lr, run_training
 from .common import git_commit, make_tracking_validator, now, save_weights, split_sequences, write_provenance
@@ -104,12 +105,9 @@ class FDNDomains:
             zoom *= cfg.zoom_jitter ** rng.uniform(-1, 1)
             centre = centre + cfg.centre_jitter * mean_side * rng.uniform(-1, 1, 2)
         origin = centre - size / (2 * zoom)
-        affine = np.array([[zoom, 0, -origin[0] * zoom], [0, zoom, -origin[1] * zoom]])
-        fill = tuple(float(v) for v in image.reshape(-1, 3).mean(axis=0))
-        # Pixel-edge coordinates on both sides: cv2 maps pixel centres, hence the half shifts.
-        affine[:, 2] += 0.5 * (zoom - 1)
-        region = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+        fill = image.reshape(-1, 3).mean(axis=0)
+        # `centre` is in pixel-edge coordinates (x + w / 2), the crop's convention is pixel centres.
+        region = warp_crop(image, (centre[0] - 0.5, centre[1] - 0.5), size / zoom, size, fill)
         target = np.concatenate([(box[:2] - origin) * zoom, box[2:] * zoom])
         height, width = image.shape[:2]
         corner = -origin * zoom

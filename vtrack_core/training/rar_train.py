@@ -43,7 +43,8 @@ from ..ops.correlation_filter import gaussian_label, hann_window, learn_filter, 
 from ..trackers.rar import cell_pixels, context_offsets, label_sigma_cells, output_size
 from .common import git_commit, make_tracking_validator, now, save_weights, split_sequences, write_provenance
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
-from .siamfc_data import SiamFCDataConfig, crop_square, photometric_jitter, usable_frames
+from ..ops.crops import warp_crop
+from .siamfc_data import SiamFCDataConfig, photometric_jitter, usable_frames
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class RARSamples:
                grey: bool) -> np.ndarray:
         cfg = self.config
         fill = image.reshape(-1, 3).mean(axis=0)
-        patch = crop_square(image, (float(center[0]), float(center[1])), side, cfg.input_size, fill)
+        patch = warp_crop(image, (float(center[0]), float(center[1])), side, cfg.input_size, fill)
         if rng is None:
             return patch.astype(np.float32)
         return photometric_jitter(patch, rng, cfg.colour_jitter, cfg.blur_prob, cfg.blur_sigma, grey)

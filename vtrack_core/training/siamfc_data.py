@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from ..eval.datasets import Sequence
+from ..ops.crops import warp_crop
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +133,6 @@ def cache_crop_side(w: float, h: float, config: SiamFCDataConfig) -> float:
     `cache_size` px at the same pixel scale."""
     search = exemplar_side(w, h, config.context) * config.instance_size / config.exemplar_size
     return search * config.cache_size / config.instance_size
-
-
-def crop_square(image: np.ndarray, center: tuple[float, float], side: float, out_size: int,
-                fill: Seq[float]) -> np.ndarray:
-    """Square `side` px window around `center` resampled to out_size px, as
-    `ops.crops.crop_and_resize` cuts it (pixel centres at integers, bilinear, `fill` outside)."""
-    k = out_size / side
-    offset = (out_size - 1) / 2.0
-    warp = np.array([[k, 0.0, offset - center[0] * k], [0.0, k, offset - center[1] * k]])
-    return cv2.warpAffine(image, warp, (out_size, out_size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill))
 
 
 def photometric_jitter(image: np.ndarray, rng: np.random.Generator, colour_jitter: float, blur_prob: float,
@@ -273,7 +263,7 @@ def cache_sequence(sequence: Sequence, cache_dir: str | Path, config: SiamFCData
         x, y, w, h = sequence.ground_truth[index]
         side = cache_crop_side(w, h, config)
         fill = image.reshape(-1, 3).mean(axis=0)
-        crops[slot] = crop_square(image, (x + w / 2.0, y + h / 2.0), side, size, fill)
+        crops[slot] = warp_crop(image, (x + w / 2.0, y + h / 2.0), side, size, fill)
         sizes[slot] = (w * size / side, h * size / side)
         if progress is not None:
             progress(1)
@@ -408,11 +398,7 @@ class SiamFCPairs:
         scale, whose content is moved by `shift` output px (the target lands at centre + shift)."""
         centre = (crop.shape[0] - 1) / 2.0
         window = (centre - shift[0] * scale, centre - shift[1] * scale)
-        inv = 1.0 / scale
-        offset = (out_size - 1) / 2.0
-        warp = np.array([[inv, 0.0, offset - window[0] * inv], [0.0, inv, offset - window[1] * inv]])
-        return cv2.warpAffine(np.asarray(crop), warp, (out_size, out_size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return warp_crop(np.asarray(crop), window, out_size * scale, out_size, (0, 0, 0), cv2.BORDER_REPLICATE)
 
     def _photometric(self, image: np.ndarray, rng: np.random.Generator, grey: bool) -> np.ndarray:
         cfg = self.config
