@@ -8,27 +8,30 @@ arrives (the tracker may take seconds to load its model), the publisher waits fo
 tracker to subscribe and then keeps publishing the first frame for `hold_first_frame`
 seconds; `vtrack-init` (started after `init_delay`) waits for the service and retries a
 refused init (e.g. "no image yet") for a while.  The defaults track a pedestrian in
-OpenCV's sample video vtest.avi (package opencv-doc).
+OpenCV's sample video vtest.avi (package opencv-doc).  The tracker node comes from
+tracker.launch.py; the arguments of both are defined in vtrack_launch_common.py.
 """
 import os
+import sys
 
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, TimerAction
+from launch.actions import IncludeLaunchDescription, TimerAction
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+# The shared argument definitions sit beside this file (launch/, or share/vtrack_ros/launch).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+import vtrack_launch_common as common  # noqa: E402
 
 IMAGE_TOPIC = '/camera/image_raw'
 CAMERA_INFO_TOPIC = '/camera/camera_info'
 
 
 def generate_launch_description():
-    share = get_package_share_directory('vtrack_ros')
-
-    def arg(name):
-        return LaunchConfiguration(name)
+    arg = common.config
 
     video_publisher = Node(
         package='vtrack_ros',
@@ -47,7 +50,7 @@ def generate_launch_description():
     )
 
     tracker = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'tracker.launch.py')),
+        PythonLaunchDescriptionSource(os.path.join(_HERE, 'tracker.launch.py')),
         launch_arguments={
             'tracker': arg('tracker'),
             'device': arg('device'),
@@ -71,31 +74,8 @@ def generate_launch_description():
     )
 
     return LaunchDescription([
-        DeclareLaunchArgument(
-            'source', default_value='/usr/share/doc/opencv-doc/examples/data/vtest.avi',
-            description='video file or OTB-style image-sequence folder to play as the camera'),
-        DeclareLaunchArgument(
-            'rate', default_value='10.0', description='frames per second to publish'),
-        DeclareLaunchArgument(
-            'loop', default_value='false',
-            description='play the source again when it ends (the target then jumps back)'),
-        DeclareLaunchArgument(
-            'tracker', default_value='', description='tracker registry name; empty: from params_file'),
-        DeclareLaunchArgument(
-            'device', default_value='', description='torch device; empty: from params_file'),
-        DeclareLaunchArgument(
-            'params_file', default_value=os.path.join(share, 'config', 'tracker.yaml'),
-            description='YAML parameters file of the tracker node'),
-        DeclareLaunchArgument(
-            'init_box', default_value='640,241,44,79',
-            description='x,y,w,h of the target on the first frame of source'),
-        DeclareLaunchArgument(
-            'init_delay', default_value='5.0',
-            description='seconds after launch to start vtrack-init (it then waits for the service)'),
-        DeclareLaunchArgument(
-            'hold_first_frame', default_value='10.0',
-            description='seconds the first frame is repeated once the tracker subscribed, '
-                        'so the init box still matches the image when the init arrives'),
+        *common.declare_arguments('source', 'rate', 'loop', 'tracker', 'device', 'params_file',
+                                  'init_box', 'init_delay', 'hold_first_frame'),
         video_publisher,
         tracker,
         init,

@@ -25,7 +25,9 @@ for arg in "$@"; do
 done
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
-inputs_hash() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+# Folders among the inputs (launch/__pycache__ once a launch file ran from the tree) are
+# skipped: cat would fail on them, and with pipefail the whole set-up would stop.
+inputs_hash() { local f; for f in "$@"; do [ -d "$f" ] || cat "$f" 2>/dev/null; done | sha256sum | cut -c1-16; }
 stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 stamp_set() { mkdir -p "$STAMPS"; echo "$2" >"$STAMPS/$1"; }
 
