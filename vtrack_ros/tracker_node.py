@@ -1,7 +1,7 @@
 """tracker_node: camera images in, tracked boxes with confidence out.
 
 ROS plumbing only; the tracking logic is vtrack_core.session.MultiTargetTracker. Topics,
-services and parameters are documented in README.md ("tracker_node").
+services and parameters are documented in docs/nodes.md ("tracker_node").
 
 Threads: the image callback only stores the newest message (latest frame wins; a frame
 replaced before it was tracked counts as dropped) and wakes a worker thread that decodes,
