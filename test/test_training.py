@@ -23,6 +23,7 @@ from vtrack_core.training.loop import (
     geometric_lr,
     run_training,
 )
+from vtrack_core.training.data import Curation, usable_frames, video_of
 from vtrack_core.training.siamfc_data import (
     SiamFCDataConfig,
     SiamFCPairs,
@@ -31,8 +32,6 @@ from vtrack_core.training.siamfc_data import (
     exemplar_side,
     make_labels,
     region_sequence,
-    usable_frames,
-    video_of,
 )
 from vtrack_core.training.siamfc_train import siamfc_loss, train_siamfc
 from cli_runner import run_vtrack
@@ -101,8 +100,11 @@ def test_curation_rules_of_section_2_4():
         [300, 150, 100, 80],  # ok, area 0.035 > 0.1^2
     ], dtype=float)
     sequence = Sequence("synthetic", [Path(f"{i}.jpg") for i in range(len(gt))], gt)
-    assert usable_frames(sequence, (640, 360), SiamFCDataConfig()).tolist() == [0, 3, 6]
-    assert usable_frames(sequence, (640, 360), SiamFCDataConfig(min_area=0.1 ** 2)).tolist() == [6]
+    assert usable_frames(sequence, (640, 360), Curation()).tolist() == [0, 3, 6]
+    assert usable_frames(sequence, (640, 360), Curation(min_area=0.1 ** 2)).tolist() == [6]
+    # SiamFC's data config carries the same rule (its cache key and provenance keep the fields).
+    assert SiamFCDataConfig().curation == Curation()
+    assert SiamFCDataConfig(min_area=0.1 ** 2).curation == Curation(min_area=0.1 ** 2)
 
 
 def test_video_of_groups_parts_of_one_video():
@@ -180,7 +182,7 @@ def test_region_pairs_are_textured_still_pairs_of_random_boxes(sequences, built,
         again = region_sequence(sequence, size, config)
         assert boxes.name == sequence.name + "#regions"
         np.testing.assert_array_equal(boxes.ground_truth, again.ground_truth)
-        assert len(usable_frames(boxes, size, config)) == len(sequence)
+        assert len(usable_frames(boxes, size, config.curation)) == len(sequence)
         gt_side = np.sqrt(np.prod(sequence.ground_truth[sequence.valid_mask(), 2:], axis=1))
         side = np.sqrt(np.prod(boxes.ground_truth[:, 2:], axis=1))
         assert side.min() >= gt_side.min() / config.region_scale - 1e-6

@@ -273,7 +273,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _default_val_sequences() -> list[str]:
-    from .training.siamfc_train import DEFAULT_VAL_SEQUENCES
+    from .training.data import DEFAULT_VAL_SEQUENCES
 
     return list(DEFAULT_VAL_SEQUENCES)
 

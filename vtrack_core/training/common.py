@@ -1,26 +1,22 @@
-"""What every tracker's training entry point shares: the train / validation split, the
-validator that runs the real tracker on held-back sequences, and the provenance file that
-says where a set of weights came from."""
+"""What every tracker's training entry point shares: the validator that runs the real
+tracker on held-back sequences, the export of the weights file the tracker loads, and the
+provenance file that says where a set of weights came from."""
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..eval.datasets import DatasetError, Sequence, load_dataset
+from ..eval.datasets import Sequence
 from .loop import TrainingResult
-from .siamfc_data import video_of
-
-log = logging.getLogger(__name__)
 
 PROVENANCE = "provenance.json"
 
@@ -48,28 +44,6 @@ def sha256(path: Path) -> str:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def split_sequences(data_dir: str | Path, val_sequences: Iterable[str],
-                    train_sequences: Iterable[str] | None = None) -> tuple[list[Sequence], list[Sequence]]:
-    """(train, validation) sequences of `data_dir`: validation = the named ones, training =
-    `train_sequences` (default: every other sequence). Overlap is an error."""
-    val_names = list(dict.fromkeys(val_sequences))
-    val = load_dataset(data_dir, val_names) if val_names else []
-    val_set = {s.name for s in val}
-    if train_sequences is None:
-        train = [s for s in load_dataset(data_dir) if s.name not in val_set]
-    else:
-        train = load_dataset(data_dir, list(train_sequences))
-        both = sorted(val_set & {s.name for s in train})
-        if both:
-            raise DatasetError(f"sequence(s) {', '.join(both)} asked for both training and validation")
-    if not train:
-        raise DatasetError(f"{data_dir}: no training sequences left after holding back {', '.join(val_names)}")
-    shared = sorted({video_of(s.name) for s in train} & {video_of(s.name) for s in val})
-    if shared:
-        log.warning("validation and training share video(s) %s: validation will flatter", ", ".join(shared))
-    return train, val
 
 
 def make_tracking_validator(make_tracker: Callable[[Path], Any], label: str, val_sequences: list[Sequence],
@@ -139,3 +113,15 @@ def save_weights(state: dict[str, torch.Tensor], target: str | Path) -> Path:
     torch.save(state, tmp)
     os.replace(tmp, target)
     return target
+
+
+def export_weights(source: str | Path, target: str | Path, half: bool = False,
+                   keep: Callable[[str], bool] = lambda key: True,
+                   keep_fp32: Callable[[str], bool] = lambda key: False) -> Path:
+    """A training state dict -> the file a tracker loads: the `keep` keys without batch-norm
+    counters (trackers do not count), floating tensors in fp16 with `half` (half the file;
+    loaders turn them back into float32) except the `keep_fp32` ones, written atomically."""
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = {k: (v.half() if half and v.is_floating_point() and not keep_fp32(k) else v)
+             for k, v in state.items() if keep(k) and not k.endswith("num_batches_tracked")}
+    return save_weights(state, target)

@@ -34,8 +34,8 @@ from ..eval.datasets import DatasetError, Sequence
 from ..ops.crops import warp_crop
 from ..ops.sampling import SampleSpec, draw_with_overlap, xywh_to_xyxy
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, epoch_seed, geometric_lr, run_training
-from .common import git_commit, make_tracking_validator, now, save_weights, split_sequences, write_provenance
-from .siamfc_train import DEFAULT_VAL_SEQUENCES
+from .common import git_commit, make_tracking_validator, now, save_weights, write_provenance
+from .data import DEFAULT_VAL_SEQUENCES, split_sequences
 
 log = logging.getLogger(__name__)
 

@@ -41,14 +41,13 @@ import torch
 from ..eval.datasets import DatasetError, Sequence
 from ..ops.correlation_filter import gaussian_label, hann_window, learn_filter, respond
 from ..trackers.rar import cell_pixels, context_offsets, label_sigma_cells, output_size
-from .common import git_commit, make_tracking_validator, now, save_weights, split_sequences, write_provenance
-from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
 from ..ops.crops import warp_crop
-from .siamfc_data import SiamFCDataConfig, photometric_jitter, usable_frames
+from .common import git_commit, make_tracking_validator, now, save_weights, write_provenance
+from .data import DEFAULT_VAL_SEQUENCES, Curation, photometric_jitter, split_sequences, usable_frames
+from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VAL_SEQUENCES = ("uav_person12_1", "uav_car10")  # the same held-back pair as SiamFC / FDN
 DEFAULT_MAX_VAL_FRAMES = 150
 WEIGHTS_NAME = "rar.pt"
 FROZEN_WITH_IMAGENET = ("backbone.conv1.", "backbone.bn1.", "backbone.layer1.")  # "first two residual blocks"
@@ -81,7 +80,7 @@ class RARSamples:
         self.config = config or RARDataConfig()
         self.seed = int(seed)
         self.size = output_size(self.config.input_size)
-        curation = SiamFCDataConfig()
+        curation = Curation()  # the SiamFC sampler's rule: no absent or truncated targets
         self.sequences: list[Sequence] = []
         self.frames: list[np.ndarray] = []
         for sequence in sequences:

@@ -17,12 +17,9 @@ image px; the exemplar just covers less context. So the exemplar is the central 
 the cached crop, without resampling; the search image is the central 255 px (resampled
 only for the scale augmentation).
 
-Curation (sec. 2.4), frame by frame: no NaN / empty boxes; target area at most 0.75^2 of
-the image; target at least 5 % of its mean side away from every image edge (truncated
-objects). The paper's lower bound, area >= 0.1^2 of the image, is a setting whose default
-here is 0: ImageNet Video objects are large, but on our drone footage the median target
-covers 0.01^2 .. 0.2^2 of the frame and the bound would throw away almost every frame of
-13 of the 16 training sequences, exactly the kind of target we must learn to track.
+Curation (sec. 2.4): only frames that pass `data.Curation` are cached (no absent or
+truncated targets, none covering most of the image; see there why the paper's lower bound
+on the target's area is 0 here).
 
 Pairs (sec. 2.2, 3.2). Exemplar and search come from frames of one sequence at most T = 100
 frames apart; with probability 0.25 a negative pair (search from another video, every label
@@ -63,6 +60,7 @@ import torch
 
 from ..eval.datasets import Sequence
 from ..ops.crops import warp_crop
+from .data import Curation, photometric_jitter, usable_frames, video_of
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +81,11 @@ class SiamFCDataConfig:
     region_prob: float = 0.0  # still pair around a random box of a training frame (see above)
     region_scale: float = 2.0  # region sides: a ground-truth size of the sequence x [1/s, s]
     region_min_std: float = 20.0  # redraw regions whose box is flatter than this (grey levels)
-    # Curation (sec. 2.4). See the module docstring for why min_area is 0 and not 0.1 ** 2.
-    min_area: float = 0.0
-    max_area: float = 0.75 ** 2
-    edge_margin: float = 0.05  # of the target's mean side
+    # Curation (sec. 2.4), flat here so that cache keys and provenance keep their names; see
+    # `data.Curation` for why min_area is 0 and not 0.1 ** 2.
+    min_area: float = Curation.min_area
+    max_area: float = Curation.max_area
+    edge_margin: float = Curation.edge_margin
     # Augmentation.
     scale_jitter: float = 0.05  # both images resampled by a factor in [1/(1+j), 1+j]
     max_shift: float = 4.0  # search image translation, +- px (the labels follow the target)
@@ -99,6 +98,11 @@ class SiamFCDataConfig:
     def score_size(self) -> int:
         return (self.instance_size - self.exemplar_size) // self.total_stride + 1
 
+    @property
+    def curation(self) -> Curation:
+        """The frames this config caches: `usable_frames(sequence, size, config.curation)`."""
+        return Curation(self.min_area, self.max_area, self.edge_margin)
+
     def cache_settings(self) -> dict:
         """The settings that decide what a cached crop holds (and so the cache key)."""
         keys = ("exemplar_size", "instance_size", "cache_size", "context", "min_area", "max_area", "edge_margin")
@@ -108,20 +112,7 @@ class SiamFCDataConfig:
         return asdict(self)
 
 
-# --- curation and crop geometry -------------------------------------------------------------
-def usable_frames(sequence: Sequence, image_size: tuple[int, int], config: SiamFCDataConfig) -> np.ndarray:
-    """Indices of the frames that pass the curation rules of sec. 2.4. image_size: (W, H)."""
-    width, height = image_size
-    gt = sequence.ground_truth
-    ok = sequence.valid_mask()
-    x, y, w, h = (np.where(ok, gt[:, i], 1.0) for i in range(4))
-    area = w * h / float(width * height)
-    ok &= (area >= config.min_area) & (area <= config.max_area)
-    margin = config.edge_margin * (w + h) / 2.0
-    ok &= (x >= margin) & (y >= margin) & (x + w <= width - margin) & (y + h <= height - margin)
-    return np.flatnonzero(ok)
-
-
+# --- crop geometry --------------------------------------------------------------------------
 def exemplar_side(w: float, h: float, context: float = 0.5) -> float:
     """z = sqrt((w + 2p)(h + 2p)) with p = context * (w + h) / 2 (eq. 7)."""
     margin = context * (w + h)
@@ -133,28 +124,6 @@ def cache_crop_side(w: float, h: float, config: SiamFCDataConfig) -> float:
     `cache_size` px at the same pixel scale."""
     search = exemplar_side(w, h, config.context) * config.instance_size / config.exemplar_size
     return search * config.cache_size / config.instance_size
-
-
-def photometric_jitter(image: np.ndarray, rng: np.random.Generator, colour_jitter: float, blur_prob: float,
-                       blur_sigma: tuple[float, float], grey: bool) -> np.ndarray:
-    """Brightness / contrast / saturation factors in [1-c, 1+c], a Gaussian blur now and then,
-    optionally grey; BGR float32 0..255 out. Shared by the trainers' samplers."""
-    out = image.astype(np.float32)
-    if colour_jitter > 0:
-        c = colour_jitter
-        brightness, contrast, saturation = (float(v) for v in rng.uniform(1 - c, 1 + c, size=3))
-        out *= brightness
-        mean = float(out.mean())
-        out = (out - mean) * contrast + mean
-        grey_level = out @ np.array([0.114, 0.587, 0.299], dtype=np.float32)  # BGR luma
-        out = (out - grey_level[..., None]) * saturation + grey_level[..., None]
-    if blur_prob > 0 and rng.random() < blur_prob:
-        sigma = float(rng.uniform(*blur_sigma))
-        out = cv2.GaussianBlur(out, (0, 0), sigma)
-    if grey:
-        luma = out @ np.array([0.114, 0.587, 0.299], dtype=np.float32)
-        out = np.repeat(luma[..., None], 3, axis=2)
-    return np.clip(out, 0.0, 255.0, out=out).astype(np.float32, copy=False)
 
 
 # --- cache ----------------------------------------------------------------------------------
@@ -189,12 +158,6 @@ def region_sequence(sequence: Sequence, image_size: tuple[int, int], config: Sia
     high = np.array([width, height]) - sizes - margin
     corners = low + rng.random((n, 2)) * np.maximum(high - low, 0.0)
     return Sequence(sequence.name + "#regions", sequence.frames, np.hstack([corners, sizes]), sequence.root)
-
-
-def video_of(name: str) -> str:
-    """The video a sequence comes from: 'uav_car16' for 'uav_car16_2', 'Jogging' for
-    'Jogging.1'. Parts of one video are never used as each other's negatives."""
-    return re.sub(r"[._]\d+$", "", name)
 
 
 def _sequence_key(sequence: Sequence, config: SiamFCDataConfig) -> str:
@@ -250,7 +213,7 @@ def cache_sequence(sequence: Sequence, cache_dir: str | Path, config: SiamFCData
     cache_dir.mkdir(parents=True, exist_ok=True)
     first = sequence.image(0)
     height, width = first.shape[:2]
-    frames = usable_frames(sequence, (width, height), config)
+    frames = usable_frames(sequence, (width, height), config.curation)
     size = config.cache_size
     tmp_path = crops_path.with_name(crops_path.name + f".{os.getpid()}.tmp")
     crops = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(len(frames), size, size, 3))

@@ -24,24 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from ..eval.datasets import DatasetError, Sequence
-from .common import (  # noqa: F401 - git_commit, split_sequences: re-exported for callers of this module
-    PROVENANCE,
-    git_commit,
-    make_tracking_validator,
-    now,
-    save_weights,
-    split_sequences,
-    write_provenance,
-)
+from .common import git_commit, make_tracking_validator, now, save_weights, write_provenance
+from .data import DEFAULT_VAL_SEQUENCES, split_sequences
 from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
 from .siamfc_data import SiamFCDataConfig, SiamFCPairs, build_cache, region_sequence
 
 log = logging.getLogger(__name__)
 
-# Held back from the training set for validation: a person and a car seen from a drone,
-# from videos no other training sequence comes from. (Never the dev set: that is for the
-# final numbers only.)
-DEFAULT_VAL_SEQUENCES = ("uav_person12_1", "uav_car10")
 DEFAULT_MAX_VAL_FRAMES = 150
 WEIGHTS_NAME = "siamfc.pt"
 
