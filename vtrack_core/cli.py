@@ -104,13 +104,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
 # --- commands -----------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     from .registry import available_trackers
@@ -219,63 +212,69 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import TRAINABLE
+    """`vtrack train NAME ...`: NAME's trainer from the registry (`training.TRAINABLE`) parses
+    the options (the shared ones and its own, each with the trainer's default) and trains."""
+    from .training import TRAINABLE, UnknownTrainerError, trainer_class
     from .training.loop import TrainingError
+    from .training.options import USAGE, find_name, overview, settings_from, trainer_parser
 
-    if args.tracker not in TRAINABLE:
-        raise UsageError(f"cannot train {args.tracker!r}; trainable trackers: {', '.join(sorted(TRAINABLE))}")
-    if args.threads is not None:
-        _set_threads(args.threads)
-    val_sequences = args.val_sequences if args.val_sequences is not None else _default_val_sequences()
-    common = dict(device=args.device, resume=args.resume, seed=args.seed, val_sequences=val_sequences,
-                  train_sequences=args.train_sequences, half=args.half, threads=args.threads,
-                  progress=not args.no_progress)
+    name, help_asked = find_name(args.arguments)
+    if name is None:
+        if help_asked:
+            print(overview(_load_trainers(TRAINABLE)), end="")
+            return 0
+        raise UsageError(f"name the tracker to train: {USAGE.format(name='NAME')} "
+                         f"(trainable: {', '.join(sorted(TRAINABLE))}; `vtrack train --help` for the options)")
     try:
-        if args.tracker == "siamfc":
-            from .training.siamfc_data import SiamFCDataConfig
-            from .training.siamfc_train import DEFAULT_MAX_VAL_FRAMES, train_siamfc
-
-            result = train_siamfc(
-                args.data, args.out, epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch,
-                batch_size=args.batch_size, max_val_frames=args.max_val_frames or DEFAULT_MAX_VAL_FRAMES,
-                cache_dir=args.cache_dir, lr=tuple(args.lr or (1e-2, 1e-5)),
-                data_config=SiamFCDataConfig(region_prob=args.region_prob), **common,
-            )
-        elif args.tracker == "rar":
-            from .training.rar_train import DEFAULT_MAX_VAL_FRAMES as RAR_VAL_FRAMES
-            from .training.rar_train import RARDataConfig, train_rar
-
-            result = train_rar(
-                args.data, args.out, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
-                batch_size=args.batch_size, max_val_frames=args.max_val_frames or RAR_VAL_FRAMES,
-                lr=tuple(args.lr) if args.lr else None, backbone=args.backbone,
-                backbone_weights=args.backbone_weights, data_config=RARDataConfig(search_frames=args.clip_frames),
-                **common,
-            )
-        else:
-            from .training.fdn_train import DEFAULT_MAX_VAL_FRAMES as FDN_VAL_FRAMES
-            from .training.fdn_train import train_fdn
-
-            result = train_fdn(
-                args.data, args.out, epochs=args.epochs, cycles_per_epoch=args.cycles_per_epoch,
-                max_val_frames=args.max_val_frames or FDN_VAL_FRAMES, lr=tuple(args.lr or (1e-4, 1e-4)),
-                roi_method=args.roi_method, **common,
-            )
+        trainer = trainer_class(name)
+    except UnknownTrainerError as error:
+        raise UsageError(str(error)) from None
+    parser = trainer_parser(trainer)
+    try:
+        parsed, extras = parser.parse_known_args(args.arguments)
+        if extras:
+            _refuse_foreign_options(name, extras, TRAINABLE)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    except SystemExit as exit_:  # --help, or argparse already printed what is wrong
+        return int(exit_.code or 0)
+    try:
+        result = trainer(**settings_from(trainer, parsed)).run()
     except TrainingError as error:
         raise UsageError(str(error)) from None
     last = result.history[-1] if result.history else {}
     best = result.best_epoch
     val = result.history[best - 1].get("val", {}).get("auc") if best else None
-    print(f"{args.tracker}: {len(result.history)} epoch(s), last loss {last.get('loss', float('nan')):.4f}"
+    print(f"{name}: {len(result.history)} epoch(s), last loss {last.get('loss', float('nan')):.4f}"
           + (f", best validation AUC {val:.4f} (epoch {best})" if val is not None else ""))
     print(f"wrote {result.extra['weights']} and {result.extra['provenance']}")
     return 0
 
 
-def _default_val_sequences() -> list[str]:
-    from .training.data import DEFAULT_VAL_SEQUENCES
+def _refuse_foreign_options(name: str, extras: Sequence[str], trainable: Sequence[str]) -> None:
+    """A UsageError naming the trackers an option left over belongs to (they are imported
+    only now, on this error's path)."""
+    flags = [e.partition("=")[0] for e in extras if e.startswith("--")]
+    owners = {flag: [other for other, trainer in _load_trainers(trainable).items()
+                     if not isinstance(trainer, Exception) and any(o.flag == flag for o in trainer.options)]
+              for flag in flags}
+    foreign = [f"{flag} (an option of {', '.join(sorted(users))})" for flag, users in owners.items() if users]
+    if foreign:
+        verb = "does" if len(foreign) == 1 else "do"
+        raise UsageError(f"{'; '.join(foreign)} {verb} not apply to {name}; `vtrack train {name} --help` lists its options")
 
-    return list(DEFAULT_VAL_SEQUENCES)
+
+def _load_trainers(names: Sequence[str]) -> dict[str, object]:
+    """Every named tracker's trainer (for the help and the error above); one that cannot be
+    imported comes as its error instead of hiding the others."""
+    from .training import trainer_class
+
+    trainers: dict[str, object] = {}
+    for name in names:
+        try:
+            trainers[name] = trainer_class(name)
+        except Exception as error:  # noqa: BLE001 - one broken trainer must not hide the others
+            trainers[name] = error
+    return trainers
 
 
 # --- parser -------------------------------------------------------------------------------
@@ -319,45 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (default 1)")
     ev.set_defaults(func=cmd_eval)
 
-    tr = sub.add_parser("train", help="train a tracker's network (trainable: siamfc, fdn, rar)")
-    tr.add_argument("tracker", help="tracker to train (siamfc, fdn, rar)")
-    tr.add_argument("--data", required=True, help="OTB- or GOT-10k-layout training folder (never the dev set)")
-    tr.add_argument("--epochs", type=_positive, required=True)
-    tr.add_argument("--out", required=True, help="folder for weights, checkpoint, history and curves")
-    tr.add_argument("--pairs-per-epoch", type=_positive, default=50_000,
-                    help="siamfc: sampled pairs an epoch (paper: 50000)")
-    tr.add_argument("--batch-size", type=_positive, default=8, help="siamfc, rar: pairs / samples per minibatch")
-    tr.add_argument("--samples-per-epoch", type=_positive, default=4000,
-                    help="rar: template + context + search-clip samples an epoch")
-    tr.add_argument("--backbone", choices=("light", "resnet50"), default="light", help="rar: backbone variant")
-    tr.add_argument("--clip-frames", type=_positive, default=2,
-                    help="rar: search frames after each template (in time order: what the attention's LSTM sees)")
-    tr.add_argument("--backbone-weights", metavar="FILE",
-                    help="rar: torchvision resnet50 state dict to start from (conv1 and conv2_x then frozen, "
-                         "lr default 1e-3 -> 1e-4 as the paper)")
-    tr.add_argument("--cycles-per-epoch", type=_positive, default=10,
-                    help="fdn: passes over all domains an epoch, one minibatch per domain each (paper: 100 in all)")
-    tr.add_argument("--roi-method", choices=("align", "pool"), default="align",
-                    help="fdn: RoI layer to train with (max-RoIAlign, or RoIPool for the ablation)")
-    tr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    tr.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt at its next epoch")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--val-sequences", nargs="*", metavar="SEQ",
-                    help="sequences of --data held back for validation (default: uav_person12_1 uav_car10; "
-                         "the option with no names: no validation, the last epoch's weights are kept)")
-    tr.add_argument("--max-val-frames", type=_positive,
-                    help="validate on the first N frames of each (default: siamfc 150, fdn 100, rar 150)")
-    tr.add_argument("--train-sequences", nargs="+", metavar="SEQ", help="train on these only (default: all others)")
-    tr.add_argument("--region-prob", type=_probability, default=0.0,
-                    help="siamfc: share of still pairs around random boxes of training frames (default 0)")
-    tr.add_argument("--cache-dir", help="siamfc: cropped-pair cache (default OUT/cache; reused when it matches)")
-    tr.add_argument("--threads", type=_positive, help="torch / OpenCV threads (default: torch's)")
-    tr.add_argument("--half", action="store_true", help="save the tracker's weights file in fp16")
-    tr.add_argument("--lr", nargs=2, type=float, metavar=("START", "END"),
-                    help="learning rate annealed geometrically per epoch (siamfc default and paper: 1e-2 1e-5; "
-                         "fdn default and paper: 1e-4 1e-4, for ImageNet-initialised conv layers; "
-                         "rar: 1e-2 1e-3 from scratch, the paper's 1e-3 1e-4 with --backbone-weights)")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # `train` parses its arguments itself once it knows the tracker: the options differ per
+    # tracker, and each tracker's trainer is imported only when it is used. Here argparse
+    # takes them all as they are (no prefix characters it would read as options).
+    tr = sub.add_parser("train", help="train a tracker's network (`vtrack train --help`: trainable trackers, options)",
+                        add_help=False, prefix_chars="\0")
+    tr.add_argument("arguments", nargs=argparse.REMAINDER)
     tr.set_defaults(func=cmd_train)
     return parser
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -33,14 +33,14 @@ import torch.nn.functional as F
 from ..eval.datasets import DatasetError, Sequence
 from ..ops.crops import warp_crop
 from ..ops.sampling import SampleSpec, draw_with_overlap, xywh_to_xyxy
-from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, epoch_seed, geometric_lr, run_training
-from .common import git_commit, make_tracking_validator, now, save_weights, write_provenance
-from .data import DEFAULT_VAL_SEQUENCES, split_sequences
+from ..tracker import Tracker
+from . import common
+from .entry import Trainer
+from .loop import LossFn, TrainingResult, epoch_seed
+from .options import Option, positive
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "fdn.pt"
-DEFAULT_MAX_VAL_FRAMES = 100
 MIN_TARGET_SIDE = 3.0  # frames whose target is smaller than this carry too little to learn from
 
 
@@ -185,7 +185,7 @@ class FDNDomains:
                 yield self.batch(int(domain), rng)
 
 
-def make_fdn_loss(roi_method: str = "align"):
+def make_fdn_loss(roi_method: str = "align") -> LossFn:
     def fdn_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         features = model.features(batch["images"])
         rois = model.rois(features, batch["boxes"], roi_method)
@@ -195,105 +195,106 @@ def make_fdn_loss(roi_method: str = "align"):
     return fdn_loss
 
 
-def make_validator(val_sequences: list[Sequence], max_frames: int | None, device: str):
-    """Validation AUC of `FDNTracker` built from each epoch's weights file."""
-    from ..trackers.fdn import FDNConfig, FDNTracker
+def _exported(key: str) -> bool:
+    """FDN's file holds the shared layers only: the fc6 branches belong to the training domains."""
+    from ..trackers.fdn import SHARED_PREFIXES
 
-    return make_tracking_validator(lambda weights: FDNTracker(FDNConfig(weights=str(weights), device=device)),
-                                   "fdn-val", val_sequences, max_frames)
+    return key.startswith(SHARED_PREFIXES) or key == "input_bgr"
+
+
+def _batch_norm_statistic(key: str) -> bool:
+    return "running_" in key
 
 
 def export_weights(source: str | Path, target: str | Path, half: bool = False) -> Path:
-    """Training state dict -> the tracker's file: shared layers only (fc6 branches belong to
-    the training domains), fp16 weights with `half` (loaded back as float32)."""
-    from ..trackers.fdn import SHARED_PREFIXES
-
-    state = torch.load(source, map_location="cpu", weights_only=True)
-    state = {k: (v.half() if half and v.is_floating_point() and "running_" not in k else v)
-             for k, v in state.items()
-             if (k.startswith(SHARED_PREFIXES) or k == "input_bgr") and not k.endswith("num_batches_tracked")}
-    return save_weights(state, target)
+    """Training state dict -> the tracker's file: shared layers only, fp16 weights with `half`
+    (loaded back as float32; batch-norm statistics stay float32)."""
+    return common.export_weights(source, target, half, _exported, _batch_norm_statistic)
 
 
-def train_fdn(
-    data_dir: str | Path,
-    out_dir: str | Path,
-    epochs: int,
-    cycles_per_epoch: int = 10,
-    device: str = "auto",
-    resume: bool = False,
-    seed: int = 0,
-    val_sequences: Iterable[str] = DEFAULT_VAL_SEQUENCES,
-    max_val_frames: int | None = DEFAULT_MAX_VAL_FRAMES,
-    train_sequences: Iterable[str] | None = None,
-    half: bool = False,
-    lr: tuple[float, float] = (1e-4, 1e-4),
-    fc6_lr_mult: float = 10.0,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    roi_method: str = "align",
-    data_config: FDNDataConfig | None = None,
-    threads: int | None = None,
-    progress: bool = True,
-) -> TrainingResult:
-    """Train FDN; an epoch is `cycles_per_epoch` passes over all domains (one minibatch per
-    domain per pass; the paper trains 100 passes). `extra['weights']` = OUT/fdn.pt."""
-    from ..device import resolve_device
-    from ..trackers.fdn import FDNNet
+@dataclass(kw_only=True)
+class FDNTrainer(Trainer):
+    """FDN's settings (beyond `Trainer`'s) and its parts of the run. An epoch is
+    `cycles_per_epoch` passes over all domains (one minibatch per domain per pass; the paper
+    trains 100 passes)."""
 
-    if epochs < 1 or cycles_per_epoch < 1:
-        raise ValueError("epochs and cycles_per_epoch must be >= 1")
-    started = now()
-    code_version = git_commit()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    cv2.setNumThreads(1)
-    if (out / CHECKPOINT).is_file() and not resume:
-        raise TrainingError(f"{out} already holds a training run ({CHECKPOINT}); resume it or choose another folder")
-    data_config = data_config or FDNDataConfig()
-    train, val = split_sequences(data_dir, val_sequences, train_sequences)
-    domains = FDNDomains(train, data_config, seed=seed)
-    torch_device = resolve_device(device)
-    torch.manual_seed(seed)
-    model = FDNNet(domains=domains.domains, norm="batch")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.startswith("fc6.")], "lr_scale": 1.0},
-        {"params": list(model.fc6.parameters()), "lr_scale": fc6_lr_mult},
-    ]
-    iterations = cycles_per_epoch * domains.domains
-    loop = LoopConfig(epochs=epochs, iterations=iterations, momentum=momentum, weight_decay=weight_decay,
-                      device=str(torch_device), seed=seed, monitor="auc" if val else None, monitor_mode="max",
-                      progress=progress)
-    validate = make_validator(val, max_val_frames, str(torch_device)) if val else None
-    result = run_training(model, make_fdn_loss(roi_method), domains.batches, out, loop,
-                          geometric_lr(lr[0], lr[1], epochs), validate=validate, resume=resume,
-                          parameters=groups, title="FDN (multi-domain)")
-    weights = export_weights(result.best_weights, out / WEIGHTS_NAME, half=half)
-
-    provenance_path = write_provenance(
-        out, "fdn", data_dir, result, weights, half,
-        {"schedule": "geometric per epoch", "start": lr[0], "end": lr[1], "fc6_mult": fc6_lr_mult},
-        started, code_version, str(torch_device), resume,
-        {
-            "domains": [{"name": s.name, "frames": len(s), "usable_frames": int(len(f))}
-                        for s, f in zip(train, domains.frames)],
-            "val_sequences": [s.name for s in val],
-            "max_val_frames": max_val_frames,
-            "epochs": epochs,
-            "cycles_per_epoch": cycles_per_epoch,
-            "iterations_per_epoch": iterations,
-            "minibatch": {"frames": data_config.frames_per_batch,
-                          "positives": data_config.frames_per_batch * data_config.pos_per_frame,
-                          "negatives": data_config.frames_per_batch * data_config.neg_per_frame},
-            "seed": seed,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "roi_method": roi_method,
-            "norm": "batch",
-            "data": data_config.to_dict(),
-        },
+    name = "fdn"
+    title = "FDN (multi-domain)"
+    weights_name = "fdn.pt"
+    summary = "FDN's offline multi-domain training (sec. 3.3, MDNet's scheme)"
+    positive_settings = ("epochs", "cycles_per_epoch")
+    sequences_key = "domains"
+    options = (
+        Option("--cycles-per-epoch", "cycles_per_epoch",
+               "passes over all domains an epoch, one minibatch per domain each (default {default}; paper: 100 in all)",
+               type=positive),
+        Option("--roi-method", "roi_method",
+               "RoI layer to train with (max-RoIAlign, or RoIPool for the ablation; default {default})",
+               choices=("align", "pool")),
     )
-    result.extra.update({"weights": weights, "provenance": provenance_path})
-    return result
+    default_notes = {"lr": "the paper's, for ImageNet-initialised conv layers"}
+
+    cycles_per_epoch: int = 10
+    max_val_frames: int | None = 100  # FDN tracks at a few fps
+    lr: tuple[float, float] = (1e-4, 1e-4)
+    fc6_lr_mult: float = 10.0
+    roi_method: str = "align"
+    data_config: FDNDataConfig = field(default_factory=FDNDataConfig)
+
+    def set_threads(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        cv2.setNumThreads(1)
+
+    def prepare(self, train: list[Sequence], out: Path) -> None:
+        self.domains = FDNDomains(train, self.data_config, seed=self.seed)
+
+    def iterations(self) -> int:
+        return self.cycles_per_epoch * self.domains.domains
+
+    def build_model(self) -> torch.nn.Module:
+        from ..trackers.fdn import FDNNet
+
+        return FDNNet(domains=self.domains.domains, norm="batch")
+
+    def parameters(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        """fc6 (the domain branches) at `fc6_lr_mult` times the learning rate."""
+        return [
+            {"params": [p for n, p in model.named_parameters() if not n.startswith("fc6.")], "lr_scale": 1.0},
+            {"params": list(model.fc6.parameters()), "lr_scale": self.fc6_lr_mult},
+        ]
+
+    def loss(self) -> LossFn:
+        return make_fdn_loss(self.roi_method)
+
+    def batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+        return self.domains.batches(epoch)
+
+    def make_tracker(self, weights: Path, device: str) -> Tracker:
+        from ..trackers.fdn import FDNConfig, FDNTracker
+
+        return FDNTracker(FDNConfig(weights=str(weights), device=device))
+
+    def lr_details(self) -> dict[str, Any]:
+        return {"fc6_mult": self.fc6_lr_mult}
+
+    exported = staticmethod(_exported)
+    fp32_in_half = staticmethod(_batch_norm_statistic)
+
+    def trained_sequences(self) -> list[tuple[Sequence, int]]:
+        return [(s, len(f)) for s, f in zip(self.domains.sequences, self.domains.frames)]
+
+    def epoch_details(self) -> dict[str, Any]:
+        cfg = self.data_config
+        return {"cycles_per_epoch": self.cycles_per_epoch, "iterations_per_epoch": self.iterations(),
+                "minibatch": {"frames": cfg.frames_per_batch, "positives": cfg.frames_per_batch * cfg.pos_per_frame,
+                              "negatives": cfg.frames_per_batch * cfg.neg_per_frame}}
+
+    def model_details(self) -> dict[str, Any]:
+        return {"roi_method": self.roi_method, "norm": "batch"}
+
+
+def train_fdn(data_dir: str | Path, out_dir: str | Path, epochs: int, **settings: Any) -> TrainingResult:
+    """Train FDN (`settings`: `FDNTrainer`'s fields); `extra['weights']` = OUT/fdn.pt,
+    `extra['provenance']` = OUT/provenance.json."""
+    return FDNTrainer(data_dir, out_dir, epochs, **settings).run()

@@ -30,9 +30,9 @@ from __future__ import annotations
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, ClassVar, Iterator
 
 import cv2
 import numpy as np
@@ -40,16 +40,16 @@ import torch
 
 from ..eval.datasets import DatasetError, Sequence
 from ..ops.correlation_filter import gaussian_label, hann_window, learn_filter, respond
-from ..trackers.rar import cell_pixels, context_offsets, label_sigma_cells, output_size
 from ..ops.crops import warp_crop
-from .common import git_commit, make_tracking_validator, now, save_weights, write_provenance
-from .data import DEFAULT_VAL_SEQUENCES, Curation, photometric_jitter, split_sequences, usable_frames
-from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
+from ..tracker import Tracker
+from ..trackers.rar import cell_pixels, context_offsets, label_sigma_cells, output_size
+from .data import Curation, photometric_jitter, usable_frames
+from .entry import Trainer
+from .loop import TrainingResult
+from .options import BATCH_SIZE, Option, format_default, positive
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_VAL_FRAMES = 150
-WEIGHTS_NAME = "rar.pt"
 FROZEN_WITH_IMAGENET = ("backbone.conv1.", "backbone.bn1.", "backbone.layer1.")  # "first two residual blocks"
 
 
@@ -202,117 +202,102 @@ class RARLoss:
         return loss / search.shape[1]
 
 
-def export_weights(source: str | Path, target: str | Path, half: bool = False) -> Path:
-    """Training state dict -> the tracker's file (fp16 with `half`; loaders turn it back)."""
-    state = torch.load(source, map_location="cpu", weights_only=True)
-    state = {k: (v.half() if half and v.is_floating_point() else v)
-             for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    return save_weights(state, target)
+@dataclass(kw_only=True)
+class RARTrainer(Trainer):
+    """RAR's settings (beyond `Trainer`'s) and its parts of the run."""
 
-
-def make_validator(val_sequences: list[Sequence], max_frames: int | None, device: str, backbone: str,
-                   feature_channels: int, lstm_hidden: int):
-    from ..trackers.rar import RARConfig, RARTracker
-
-    def build(weights: Path) -> RARTracker:
-        return RARTracker(RARConfig(weights=str(weights), device=device, backbone=backbone,
-                                    feature_channels=feature_channels, lstm_hidden=lstm_hidden))
-
-    return make_tracking_validator(build, "rar-val", val_sequences, max_frames)
-
-
-def train_rar(
-    data_dir: str | Path,
-    out_dir: str | Path,
-    epochs: int,
-    samples_per_epoch: int,
-    batch_size: int = 8,
-    device: str = "auto",
-    resume: bool = False,
-    seed: int = 0,
-    val_sequences: Iterable[str] = DEFAULT_VAL_SEQUENCES,
-    max_val_frames: int | None = DEFAULT_MAX_VAL_FRAMES,
-    train_sequences: Iterable[str] | None = None,
-    half: bool = False,
-    lr: tuple[float, float] | None = None,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    backbone: str = "light",
-    backbone_weights: str | Path | None = None,
-    feature_channels: int = 64,
-    lstm_hidden: int = 32,
-    data_config: RARDataConfig | None = None,
-    threads: int | None = None,
-    progress: bool = True,
-    grad_clip: float | None = 10.0,
-) -> TrainingResult:
-    """Train RAR; `extra['weights']` = OUT/rar.pt, `extra['provenance']` = OUT/provenance.json."""
-    from ..device import resolve_device
-    from ..trackers.rar import RARNet, load_torchvision_resnet50
-
-    if batch_size < 1 or samples_per_epoch < 1 or epochs < 1:
-        raise ValueError("epochs, samples_per_epoch and batch_size must be >= 1")
-    started = now()
-    code_version = git_commit()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if threads is not None:
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(threads)
-    if (out / CHECKPOINT).is_file() and not resume:
-        raise TrainingError(f"{out} already holds a training run ({CHECKPOINT}); resume it or choose another folder")
-    lr = lr or ((1e-3, 1e-4) if backbone_weights else (1e-2, 1e-3))
-    data_config = data_config or RARDataConfig()
-    train, val = split_sequences(data_dir, val_sequences, train_sequences)
-    samples = RARSamples(train, data_config, seed=seed, threads=threads or 2)
-    iterations = math.ceil(samples_per_epoch / batch_size)
-    torch_device = resolve_device(device)
-
-    torch.manual_seed(seed)
-    model = RARNet(backbone, feature_channels, lstm_hidden)
-    frozen: list[str] = []
-    if backbone_weights:
-        load_torchvision_resnet50(model.backbone, backbone_weights)
-        for name, parameter in model.named_parameters():
-            if name.startswith(FROZEN_WITH_IMAGENET):
-                parameter.requires_grad_(False)
-                frozen.append(name)
-        # Frozen stages normalise with ImageNet's statistics in training too (batch norm in
-        # eval mode there), so they compute what the tracker will compute.
-        model.frozen_norm_prefixes = tuple(p.rstrip(".") for p in FROZEN_WITH_IMAGENET)
-    loss = RARLoss(samples.size, samples.label_sigma_cells())
-    loop = LoopConfig(epochs=epochs, iterations=iterations, momentum=momentum, weight_decay=weight_decay,
-                      device=str(torch_device), seed=seed, monitor="auc" if val else None, monitor_mode="max",
-                      progress=progress, grad_clip=grad_clip)
-    validate = make_validator(val, max_val_frames, str(torch_device), backbone, feature_channels,
-                              lstm_hidden) if val else None
-    result = run_training(model, loss, lambda epoch: samples.batches(epoch, batch_size), out, loop,
-                          geometric_lr(lr[0], lr[1], epochs), validate=validate, resume=resume, title="RAR")
-    weights = export_weights(result.best_weights, out / WEIGHTS_NAME, half=half)
-    provenance_path = write_provenance(
-        out, "rar", data_dir, result, weights, half,
-        {"schedule": "geometric per epoch", "start": lr[0], "end": lr[1]}, started, code_version,
-        str(torch_device), resume,
-        {
-            "train_sequences": [{"name": s.name, "frames": len(s), "usable_frames": len(f)}
-                                for s, f in zip(samples.sequences, samples.frames)],
-            "val_sequences": [s.name for s in val],
-            "max_val_frames": max_val_frames,
-            "epochs": epochs,
-            "samples_per_epoch": samples_per_epoch,
-            "batch_size": batch_size,
-            "iterations_per_epoch": iterations,
-            "seed": seed,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "grad_clip": grad_clip,
-            "backbone": backbone,
-            "backbone_weights": str(backbone_weights) if backbone_weights else None,
-            "frozen_parameters": len(frozen),
-            "feature_channels": feature_channels,
-            "lstm_hidden": lstm_hidden,
-            "data": data_config.to_dict(),
-        },
+    name = "rar"
+    title = "RAR"
+    weights_name = "rar.pt"
+    summary = "RAR end to end (sec. 3.3-3.4): template, context and a search clip through the closed-form filter"
+    positive_settings = ("epochs", "samples_per_epoch", "batch_size")
+    LR_FROM_SCRATCH: ClassVar[tuple[float, float]] = (1e-2, 1e-3)
+    LR_IMAGENET: ClassVar[tuple[float, float]] = (1e-3, 1e-4)  # the paper's
+    options = (
+        Option("--samples-per-epoch", "samples_per_epoch",
+               "template + context + search-clip samples an epoch (default {default})", type=positive),
+        BATCH_SIZE,
+        Option("--backbone", "backbone", "backbone variant (default {default})", choices=("light", "resnet50")),
+        Option("--clip-frames", "data_config.search_frames",
+               "search frames after each template (in time order: what the attention's LSTM sees; default {default})",
+               type=positive),
+        Option("--backbone-weights", "backbone_weights",
+               "torchvision resnet50 state dict to start from (conv1 and conv2_x then frozen, lr default "
+               f"{format_default(LR_IMAGENET)} as the paper)", metavar="FILE"),
     )
-    result.extra.update({"weights": weights, "provenance": provenance_path})
-    return result
+    default_notes = {"lr": f"{format_default(LR_FROM_SCRATCH)} from scratch, the paper's "
+                           f"{format_default(LR_IMAGENET)} with --backbone-weights"}
+
+    samples_per_epoch: int = 4000
+    batch_size: int = 8
+    lr: tuple[float, float] | None = None  # None: LR_IMAGENET with backbone_weights, else LR_FROM_SCRATCH
+    backbone: str = "light"
+    backbone_weights: str | Path | None = None
+    feature_channels: int = 64
+    lstm_hidden: int = 32
+    data_config: RARDataConfig = field(default_factory=RARDataConfig)
+    grad_clip: float | None = 10.0
+
+    def prepare(self, train: list[Sequence], out: Path) -> None:
+        self.samples = RARSamples(train, self.data_config, seed=self.seed, threads=self.threads or 2)
+
+    def iterations(self) -> int:
+        return math.ceil(self.samples_per_epoch / self.batch_size)
+
+    def build_model(self) -> torch.nn.Module:
+        """RARNet; with `backbone_weights` its ImageNet stages loaded and the first two frozen."""
+        from ..trackers.rar import RARNet, load_torchvision_resnet50
+
+        model = RARNet(self.backbone, self.feature_channels, self.lstm_hidden)
+        self.frozen: list[str] = []
+        if self.backbone_weights:
+            load_torchvision_resnet50(model.backbone, self.backbone_weights)
+            for key, parameter in model.named_parameters():
+                if key.startswith(FROZEN_WITH_IMAGENET):
+                    parameter.requires_grad_(False)
+                    self.frozen.append(key)
+            # Frozen stages normalise with ImageNet's statistics in training too (batch norm in
+            # eval mode there), so they compute what the tracker will compute.
+            model.frozen_norm_prefixes = tuple(p.rstrip(".") for p in FROZEN_WITH_IMAGENET)
+        return model
+
+    def learning_rates(self) -> tuple[float, float]:
+        return tuple(self.lr or (self.LR_IMAGENET if self.backbone_weights else self.LR_FROM_SCRATCH))
+
+    def loss(self) -> RARLoss:
+        return RARLoss(self.samples.size, self.samples.label_sigma_cells())
+
+    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        return self.samples.batches(epoch, self.batch_size)
+
+    def make_tracker(self, weights: Path, device: str) -> Tracker:
+        from ..trackers.rar import RARConfig, RARTracker
+
+        return RARTracker(RARConfig(weights=str(weights), device=device, backbone=self.backbone,
+                                    feature_channels=self.feature_channels, lstm_hidden=self.lstm_hidden))
+
+    def loop_settings(self) -> dict[str, Any]:
+        return {"grad_clip": self.grad_clip}
+
+    def trained_sequences(self) -> list[tuple[Sequence, int]]:
+        return [(s, len(f)) for s, f in zip(self.samples.sequences, self.samples.frames)]
+
+    def epoch_details(self) -> dict[str, Any]:
+        return {"samples_per_epoch": self.samples_per_epoch, "batch_size": self.batch_size,
+                "iterations_per_epoch": self.iterations()}
+
+    def model_details(self) -> dict[str, Any]:
+        return {
+            "grad_clip": self.grad_clip,
+            "backbone": self.backbone,
+            "backbone_weights": str(self.backbone_weights) if self.backbone_weights else None,
+            "frozen_parameters": len(self.frozen),
+            "feature_channels": self.feature_channels,
+            "lstm_hidden": self.lstm_hidden,
+        }
+
+
+def train_rar(data_dir: str | Path, out_dir: str | Path, epochs: int, **settings: Any) -> TrainingResult:
+    """Train RAR (`settings`: `RARTrainer`'s fields); `extra['weights']` = OUT/rar.pt,
+    `extra['provenance']` = OUT/provenance.json."""
+    return RARTrainer(data_dir, out_dir, epochs, **settings).run()

@@ -15,24 +15,20 @@ Output folder:
 """
 from __future__ import annotations
 
-import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from ..eval.datasets import DatasetError, Sequence
-from .common import git_commit, make_tracking_validator, now, save_weights, write_provenance
-from .data import DEFAULT_VAL_SEQUENCES, split_sequences
-from .loop import CHECKPOINT, LoopConfig, TrainingError, TrainingResult, geometric_lr, run_training
-from .siamfc_data import SiamFCDataConfig, SiamFCPairs, build_cache, region_sequence
-
-log = logging.getLogger(__name__)
-
-DEFAULT_MAX_VAL_FRAMES = 150
-WEIGHTS_NAME = "siamfc.pt"
+from ..tracker import Tracker
+from .entry import Trainer
+from .loop import LossFn, TrainingResult
+from .options import BATCH_SIZE, Option, positive, probability
+from .siamfc_data import CachedSequence, SiamFCDataConfig, SiamFCPairs, build_cache, region_sequence
 
 
 def siamfc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -44,108 +40,82 @@ def siamfc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
     return loss / scores.shape[0]
 
 
-def export_weights(source: str | Path, target: str | Path, half: bool = False) -> Path:
-    """A training state dict -> the file the tracker loads (no batch-norm counters; with `half`
-    the backbone in fp16, which `load_siamfc_weights` turns back into float32; the head's two
-    scalars stay float32)."""
-    state = torch.load(source, map_location="cpu", weights_only=True)
-    state = {k: (v.half() if half and v.is_floating_point() and not k.startswith("head.") else v)
-             for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    return save_weights(state, target)
+@dataclass(kw_only=True)
+class SiamFCTrainer(Trainer):
+    """SiamFC's settings (beyond `Trainer`'s) and its parts of the run."""
 
-
-def make_validator(val_sequences: list[Sequence], max_frames: int | None, device: str):
-    """Validation AUC of `SiamFCTracker` built from each epoch's weights file."""
-    from ..trackers.siamfc import SiamFCConfig, SiamFCTracker
-
-    return make_tracking_validator(lambda weights: SiamFCTracker(SiamFCConfig(weights=str(weights), device=device)),
-                                   "siamfc-val", val_sequences, max_frames)
-
-
-def train_siamfc(
-    data_dir: str | Path,
-    out_dir: str | Path,
-    epochs: int,
-    pairs_per_epoch: int,
-    batch_size: int = 8,
-    device: str = "auto",
-    resume: bool = False,
-    seed: int = 0,
-    val_sequences: Iterable[str] = DEFAULT_VAL_SEQUENCES,
-    max_val_frames: int | None = DEFAULT_MAX_VAL_FRAMES,
-    train_sequences: Iterable[str] | None = None,
-    cache_dir: str | Path | None = None,
-    half: bool = False,
-    lr: tuple[float, float] = (1e-2, 1e-5),
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    data_config: SiamFCDataConfig | None = None,
-    threads: int | None = None,
-    progress: bool = True,
-    channels_last: bool = False,
-) -> TrainingResult:
-    """Train SiamFC; returns the loop's result (history, best epoch) with
-    `extra['weights']` = OUT/siamfc.pt and `extra['provenance']` = OUT/provenance.json."""
-    from ..device import resolve_device
-    from ..trackers.siamfc import SiamFCNet
-
-    if batch_size < 1 or pairs_per_epoch < 1 or epochs < 1:
-        raise ValueError("epochs, pairs_per_epoch and batch_size must be >= 1")
-    started = now()
-    code_version = git_commit()  # the code that trains, not whatever is checked out at the end
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if threads is not None:
-        import cv2
-
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(threads)
-    if (out / CHECKPOINT).is_file() and not resume:  # before minutes of cache building
-        raise TrainingError(f"{out} already holds a training run ({CHECKPOINT}); resume it or choose another folder")
-    data_config = data_config or SiamFCDataConfig()
-    train, val = split_sequences(data_dir, val_sequences, train_sequences)
-    cached = build_cache(train, cache_dir or out / "cache", data_config, threads=threads, progress_bar=progress)
-    if not any(len(c) for c in cached):
-        raise DatasetError(f"{data_dir}: every frame of the training sequences fails the curation rules")
-    regions: list = []
-    if data_config.region_prob > 0:
-        region_seqs = [region_sequence(s, s.image(0).shape[1::-1], data_config) for s in train]
-        region_seqs = [r for r in region_seqs if len(r)]
-        regions = build_cache(region_seqs, cache_dir or out / "cache", data_config, threads=threads,
-                              progress_bar=progress)
-    pairs = SiamFCPairs(cached, data_config, seed=seed, regions=regions)
-    iterations = math.ceil(pairs_per_epoch / batch_size)
-    torch_device = resolve_device(device)
-
-    torch.manual_seed(seed)  # the random initialisation (sec. 3.2) is part of the seeded run
-    model = SiamFCNet()
-    loop = LoopConfig(epochs=epochs, iterations=iterations, momentum=momentum, weight_decay=weight_decay,
-                      device=str(torch_device), seed=seed, monitor="auc" if val else None, monitor_mode="max",
-                      progress=progress, channels_last=channels_last)
-    validate = make_validator(val, max_val_frames, str(torch_device)) if val else None
-    result = run_training(
-        model, siamfc_loss, lambda epoch: pairs.batches(epoch, batch_size), out, loop,
-        geometric_lr(lr[0], lr[1], epochs), validate=validate, resume=resume, title="SiamFC",
+    name = "siamfc"
+    title = "SiamFC"
+    weights_name = "siamfc.pt"
+    summary = "SiamFC from scratch (sec. 2.2-2.4, 3.2): exemplar / search pairs, logistic loss"
+    positive_settings = ("epochs", "pairs_per_epoch", "batch_size")
+    options = (
+        Option("--pairs-per-epoch", "pairs_per_epoch", "sampled pairs an epoch (default and paper: {default})",
+               type=positive),
+        BATCH_SIZE,
+        Option("--cache-dir", "cache_dir", "cropped-pair cache (default OUT/cache; reused when it matches)"),
+        Option("--region-prob", "data_config.region_prob",
+               "share of still pairs around random boxes of training frames (default {default})", type=probability),
     )
-    weights = export_weights(result.best_weights, out / WEIGHTS_NAME, half=half)
+    default_notes = {"lr": "the paper's"}
 
-    provenance_path = write_provenance(
-        out, "siamfc", data_dir, result, weights, half,
-        {"schedule": "geometric per epoch", "start": lr[0], "end": lr[1]}, started, code_version,
-        str(torch_device), resume,
-        {
-            "train_sequences": [{"name": c.name, "frames": len(s), "usable_frames": len(c)} for s, c in zip(train, cached)],
-            "val_sequences": [s.name for s in val],
-            "max_val_frames": max_val_frames,
-            "epochs": epochs,
-            "pairs_per_epoch": pairs_per_epoch,
-            "batch_size": batch_size,
-            "iterations_per_epoch": iterations,
-            "seed": seed,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "data": data_config.to_dict(),
-        },
-    )
-    result.extra.update({"weights": weights, "provenance": provenance_path})
-    return result
+    pairs_per_epoch: int = 50_000
+    batch_size: int = 8
+    cache_dir: str | Path | None = None
+    lr: tuple[float, float] = (1e-2, 1e-5)
+    data_config: SiamFCDataConfig = field(default_factory=SiamFCDataConfig)
+    channels_last: bool = False
+
+    def prepare(self, train: list[Sequence], out: Path) -> None:
+        config, cache_dir = self.data_config, self.cache_dir or out / "cache"
+        self.train = train
+        self.cached: list[CachedSequence] = build_cache(train, cache_dir, config, threads=self.threads,
+                                                        progress_bar=self.progress)
+        if not any(len(c) for c in self.cached):
+            raise DatasetError(f"{self.data_dir}: every frame of the training sequences fails the curation rules")
+        regions: list[CachedSequence] = []
+        if config.region_prob > 0:
+            region_seqs = [region_sequence(s, s.image(0).shape[1::-1], config) for s in train]
+            region_seqs = [r for r in region_seqs if len(r)]
+            regions = build_cache(region_seqs, cache_dir, config, threads=self.threads, progress_bar=self.progress)
+        self.pairs = SiamFCPairs(self.cached, config, seed=self.seed, regions=regions)
+
+    def iterations(self) -> int:
+        return math.ceil(self.pairs_per_epoch / self.batch_size)
+
+    def build_model(self) -> torch.nn.Module:
+        from ..trackers.siamfc import SiamFCNet
+
+        return SiamFCNet()  # random initialisation (sec. 3.2)
+
+    def loss(self) -> LossFn:
+        return siamfc_loss
+
+    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        return self.pairs.batches(epoch, self.batch_size)
+
+    def make_tracker(self, weights: Path, device: str) -> Tracker:
+        from ..trackers.siamfc import SiamFCConfig, SiamFCTracker
+
+        return SiamFCTracker(SiamFCConfig(weights=str(weights), device=device))
+
+    def loop_settings(self) -> dict[str, Any]:
+        return {"channels_last": self.channels_last}
+
+    @staticmethod
+    def fp32_in_half(key: str) -> bool:
+        # `load_siamfc_weights` turns the fp16 backbone back into float32; the head's two scalars stay float32.
+        return key.startswith("head.")
+
+    def trained_sequences(self) -> list[tuple[Sequence, int]]:
+        return [(s, len(c)) for s, c in zip(self.train, self.cached)]
+
+    def epoch_details(self) -> dict[str, Any]:
+        return {"pairs_per_epoch": self.pairs_per_epoch, "batch_size": self.batch_size,
+                "iterations_per_epoch": self.iterations()}
+
+
+def train_siamfc(data_dir: str | Path, out_dir: str | Path, epochs: int, **settings: Any) -> TrainingResult:
+    """Train SiamFC (`settings`: `SiamFCTrainer`'s fields); `extra['weights']` = OUT/siamfc.pt,
+    `extra['provenance']` = OUT/provenance.json."""
+    return SiamFCTrainer(data_dir, out_dir, epochs, **settings).run()
