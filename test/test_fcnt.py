@@ -1,6 +1,5 @@
 """FCNT building blocks: the feature-map significance of eq. 6 (closed-form Hessian diagonal
-against autograd's), heat-map sums by integral image against brute force, the VGG-16 loader
-on a generated torchvision-layout file, eq. 8's candidate spread, eq. 9's distractor ratio,
+against autograd's), heat-map sums by integral image against brute force, eq. 8's candidate spread, eq. 9's distractor ratio,
 and the tracker on real dev sequences (following a target; reporting LOST when it is gone)."""
 from __future__ import annotations
 
@@ -14,10 +13,12 @@ from vtrack_core.eval.datasets import load_dataset
 from vtrack_core.eval.metrics import score
 from vtrack_core.eval.runner import run_sequence
 from vtrack_core.tracker import TrackState
-from vtrack_core.trackers.backbones import VGG16_LAYOUT, VGG16Backbone, build_backbone
+from vtrack_core.backbones import build_backbone
+from vtrack_core.deep_tracker import PACKAGED_WEIGHTS
+from vtrack_core.ops.crops import image_to_tensor
+from vtrack_core.ops.maps import gaussian_label
 from vtrack_core.trackers.fcnt import (SelCNN, box_sums, candidate_scores, distractor_ratio, draw_candidates,
-                                      gaussian_heatmap, map_significance, select_maps)
-from vtrack_core.weights import WeightsError
+                                      map_significance, resample_to_grid, select_maps)
 from occlusion import target_painted_over
 
 
@@ -48,7 +49,7 @@ def test_significance_matches_autograd_hessian_diagonal():
 def test_selection_keeps_the_maps_that_explain_the_target():
     """Maps that carry the target's blob are selected over noise maps."""
     torch.manual_seed(1)
-    target = gaussian_heatmap((24, 24), (12.0, 10.0), (2.5, 3.0))[None, None]
+    target = gaussian_label((24, 24), (3.0, 2.5), (10.0, 12.0))[None, None]
     noise = torch.randn(1, 12, 24, 24) * 0.3
     informative = [2, 7, 9]
     for channel in informative:
@@ -74,61 +75,17 @@ def test_box_sums_match_brute_force():
         assert value == pytest.approx(expected, abs=1e-4)
 
 
-def reference_vgg16(state: dict[str, torch.Tensor], rgb01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """conv4-3 and conv5-3 from the raw state dict, following torchvision's index layout."""
-    mean = torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
-    x = (rgb01 - mean) / std
-    index, outputs = 0, []
-    for item in VGG16_LAYOUT:
-        if item == "M":
-            x = F.max_pool2d(x, 2, 2)
-            index += 1
-        else:
-            x = F.relu(F.conv2d(x, state[f"features.{index}.weight"], state[f"features.{index}.bias"], padding=1))
-            index += 2
-            if index in (23, 30):  # after features.21 (conv4_3) and features.28 (conv5_3)
-                outputs.append(x)
-    return outputs[0], outputs[1]
-
-
-def test_vgg16_loader_torchvision_layout(tmp_path):
-    torch.manual_seed(3)
-    state = {}
-    index, channels = 0, 3
-    for item in VGG16_LAYOUT:
-        if item == "M":
-            index += 1
-            continue
-        state[f"features.{index}.weight"] = torch.randn(int(item), channels, 3, 3) * (2.0 / (channels * 9)) ** 0.5
-        state[f"features.{index}.bias"] = torch.randn(int(item)) * 0.01
-        channels = int(item)
-        index += 2
-    state["classifier.0.weight"] = torch.zeros(8, 8)  # torchvision's classifier: ignored
-    path = tmp_path / "vgg16-397923af.pth"
-    torch.save(state, path)
-    backbone = build_backbone("vgg16", path).eval()
-    assert backbone.geometry.stride == 8.0
-    image = torch.rand(1, 3, 64, 80) * 255.0  # BGR 0..255, as trackers feed it
-    with torch.no_grad():
-        mid, high = backbone(image)
-        ref_mid, ref_high = reference_vgg16(state, image.flip(1) / 255.0)
-    assert mid.shape == (1, 512, 8, 10) and high.shape == (1, 512, 8, 10)  # conv5-3 upsampled to conv4-3
-    assert torch.allclose(mid, ref_mid, atol=1e-4)
-    assert torch.allclose(high, F.interpolate(ref_high, size=(8, 10), mode="bilinear", align_corners=False),
-                          atol=1e-4)
-    with pytest.raises(WeightsError, match="backbone_weights"):
-        build_backbone("vgg16", "")
-    torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "bad.pth")
-    with pytest.raises(WeightsError):
-        VGG16Backbone().load(tmp_path / "bad.pth")
-
-
 def test_both_levels_put_a_target_on_the_same_cell():
     """FDN's maps cover the ROI differently (46 mid cells at stride 8, 22 high cells at 16):
     a bright square must light the high level where it lights the mid level, at the cell
     the geometry says (a plain resize put the high level 0.5-0.9 cell off in the middle)."""
-    backbone = build_backbone("fdn").eval()
+    backbone = build_backbone("vggm", PACKAGED_WEIGHTS / "fdn.pt").eval()
+    mid_geometry, high_geometry = backbone.geometry("conv2"), backbone.geometry("conv3")
+
+    def levels(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = backbone(image, ("conv2", "conv3"))
+        return maps["conv2"], resample_to_grid(maps["conv3"], high_geometry, maps["conv2"].shape[-2:], mid_geometry)
+
     grey = torch.full((1, 3, 386, 386), 128.0)
 
     def centroid(change: torch.Tensor) -> np.ndarray:
@@ -137,12 +94,12 @@ def test_both_levels_put_a_target_on_the_same_cell():
 
     high_errors = []
     with torch.no_grad():
-        mid0, high0 = backbone(grey)
+        mid0, high0 = levels(grey)
         for pixel in (150, 193, 250, 330):
             probe = grey.clone()
             probe[..., pixel - 12:pixel + 12, pixel - 12:pixel + 12] = 250.0
-            mid, high = backbone(probe)
-            expected = (pixel - backbone.geometry.offset) / backbone.geometry.stride
+            mid, high = levels(probe)
+            expected = (pixel - mid_geometry.offset) / mid_geometry.stride
             np.testing.assert_allclose(centroid((mid - mid0).abs().sum(1)[0]), expected, atol=0.15)
             high_errors.append(centroid((high - high0).abs().sum(1)[0]) - expected)
     # The high level's large receptive fields blur the probe unevenly: single probes may
@@ -178,10 +135,10 @@ def test_distractor_ratio_counts_blobs_not_haze():
     """Eq. 9 on a 40 x 40 map: the target blob alone gives P_d = 0, a second blob as strong
     gives 1; a faint haze over the map counts with the paper's plain sums (floor 0) and is
     ignored above the authors' floor of 0.2 x the peak."""
-    target = gaussian_heatmap((40, 40), (10.0, 10.0), (2.0, 2.0))
+    target = gaussian_label((40, 40), (2.0, 2.0), (10.0, 10.0))
     box = torch.tensor([4.0, 4.0, 17.0, 17.0])
     assert distractor_ratio(target, box, 0.2) == pytest.approx(0.0, abs=1e-6)
-    twin = target + gaussian_heatmap((40, 40), (30.0, 28.0), (2.0, 2.0))
+    twin = target + gaussian_label((40, 40), (2.0, 2.0), (28.0, 30.0))
     assert distractor_ratio(twin, box, 0.2) == pytest.approx(1.0, rel=0.02)
     hazy = target + 0.05
     assert distractor_ratio(hazy, box, 0.0) > 1.0
@@ -193,7 +150,7 @@ def test_candidate_rules_pick_the_trained_size(rule):
     """A target heat map (sigma = side / 4) for a 12 x 8 box: the size-aware rules rank the
     true box above a halved and a doubled one (same centre); the paper's plain sum prefers
     the doubled one, which is why it is not the default."""
-    heatmap = gaussian_heatmap((48, 48), (23.5, 23.5), (3.0, 2.0))
+    heatmap = gaussian_label((48, 48), (2.0, 3.0), (23.5, 23.5))
     boxes = torch.tensor([[18.0, 20.0, 30.0, 28.0], [21.0, 22.0, 27.0, 26.0], [12.0, 16.0, 36.0, 32.0]])
     scores, sums = candidate_scores(heatmap, boxes, rule, heatmap_sigma=0.25)
     assert int(torch.argmax(scores)) == 0
@@ -208,7 +165,7 @@ def test_edge_offset_score_peaks_at_the_target_size():
     """On a finely sampled target Gaussian (sigma = side / 4) the default score's best box,
     among the same box scaled 0.8-1.2x, is the target's own (the old level, the Gaussian's
     value at the middle of an edge, preferred a box 0.88x the size)."""
-    heatmap = gaussian_heatmap((240, 240), (119.5, 119.5), (20.0, 10.0))  # target 80 x 40 cells
+    heatmap = gaussian_label((240, 240), (10.0, 20.0), (119.5, 119.5))  # target 80 x 40 cells
     factors = torch.linspace(0.8, 1.2, 41)
     boxes = torch.stack([120 - 40 * factors, 120 - 20 * factors, 120 + 40 * factors, 120 + 20 * factors], dim=1)
     scores, _ = candidate_scores(heatmap, boxes, "edge_offset", heatmap_sigma=0.25)
@@ -248,10 +205,10 @@ def test_roi_follows_the_target_size(dev_dataset_dir):
         tracker = create_tracker("fcnt", device="cpu", selected_maps=64, net_iterations=1, sel_iterations=1,
                                  roi_follows_target=follows)
         tracker.init(image, box)
-        centre = tracker.state[:2] + tracker.state[2:] / 2
-        zoom_first = tracker._crop(image, centre)[3]
-        tracker.state[2:] *= 2.0  # the target doubled in size
-        zoom_now = tracker._crop(image, centre)[3]
+        frame = image_to_tensor(image, tracker.device)
+        zoom_first = tracker._crop(frame)[3]
+        tracker.target_size *= 2.0  # the target doubled in size
+        zoom_now = tracker._crop(frame)[3]
         assert zoom_now / zoom_first == pytest.approx(expected_ratio)
 
 

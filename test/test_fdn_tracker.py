@@ -12,7 +12,9 @@ from vtrack_core.eval.metrics import score
 from vtrack_core.eval.runner import run_sequence
 from vtrack_core.registry import tracker_config
 from vtrack_core.tracker import InvalidInputError, NotInitializedError, TrackState
-from vtrack_core.trackers.fdn import DEFAULT_WEIGHTS, FDNTracker
+from vtrack_core.trackers.fdn import FDNTracker
+
+DEFAULT_WEIGHTS = FDNTracker.default_weights()
 from occlusion import target_painted_over
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="vtrack_core/weights/fdn.pt not trained yet")

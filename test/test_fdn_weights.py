@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from scipy.io import savemat
 
-from vtrack_core.trackers.fdn import FDNNet, build_fdn_net, detect_norm, load_fdn_state
+from vtrack_core.backbones import build_backbone
+from vtrack_core.backbones.vgg import detect_norm
+from vtrack_core.trackers.fdn import FDNNet, build_fdn_net, load_fdn_state
 from vtrack_core.training.fdn_train import export_weights
 from vtrack_core.weights import WeightsError
 
@@ -21,7 +23,8 @@ def frame(dev_dataset_dir) -> np.ndarray:
     return np.ascontiguousarray(image[40:200, 60:220])  # 160 x 160 BGR
 
 
-def as_input(image: np.ndarray, mean) -> torch.Tensor:
+def as_input(image: np.ndarray, mean=0.0) -> torch.Tensor:
+    """B x 3 x H x W of an image (minus `mean`; networks here read BGR 0..255 as it is)."""
     return (torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
             - torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1))
 
@@ -29,7 +32,7 @@ def as_input(image: np.ndarray, mean) -> torch.Tensor:
 def test_shapes_and_structure():
     net = FDNNet(domains=4).eval()
     with torch.no_grad():
-        features = net.features(torch.zeros(2, 3, 304, 304))
+        features = net.features(torch.full((2, 3, 304, 304), 128.0))
         assert features.shape == (2, 512, 17, 17)
         rois = net.rois(features, torch.tensor([[[10.0, 10, 90, 90]] * 3] * 2))
         assert rois.shape == (6, 512 * 3 * 3)
@@ -100,9 +103,9 @@ def test_matconvnet_vggm_layout(tmp_path, frame):
     savemat(path, {"layers": simplenn_layers(entries),
                    "meta": {"normalization": {"averageImage": average.reshape(1, 1, 3)}}})
     net = build_fdn_net(path).eval()
-    assert net.norm == "lrn"
+    assert net.backbone.norm == "lrn"
     with torch.no_grad():
-        ours = net.features(as_input(frame, 128.0))
+        ours = net.features(as_input(frame))
     expected = reference_vggm(frame[:, :, ::-1].copy(), layers, average).float()
     assert ours.shape == expected.shape
     assert torch.allclose(ours, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
@@ -120,7 +123,7 @@ def test_matconvnet_mdnet_layout_with_fc_layers(tmp_path, frame):
     savemat(path, {"layers": simplenn_layers(entries)})
     net = build_fdn_net(path).eval()
     with torch.no_grad():
-        ours = net.features(as_input(frame, 128.0))
+        ours = net.features(as_input(frame))
         expected = reference_vggm(frame[:, :, ::-1].copy(), layers, [128.0] * 3).float()
         assert torch.allclose(ours, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
         # fc4 as a Linear on the flattened 3x3x512 RoI feature = the 3x3 convolution.
@@ -136,24 +139,26 @@ def test_matconvnet_mdnet_layout_with_fc_layers(tmp_path, frame):
 def test_py_mdnet_layout(tmp_path, frame):
     """py-MDNet saves {'shared_layers': state_dict} of a net fed RGB - 128."""
     torch.manual_seed(3)
-    original = FDNNet(norm="lrn").eval()
-    shared = {k: v for k, v in original.state_dict().items() if k.startswith(("conv", "fc4", "fc5"))}
+    original = FDNNet(build_backbone("vggm", "random", norm="lrn")).eval()
+    # py-MDNet's names: conv1.0.weight, ..., fc4.0.weight, fc5.1.weight
+    shared = {k.removeprefix("backbone."): v for k, v in original.state_dict().items()
+              if k.startswith(("backbone.conv", "fc4", "fc5"))}
     path = tmp_path / "mdnet_imagenet_vid.pth"
     torch.save({"shared_layers": shared}, path)
     net = build_fdn_net(path).eval()
     with torch.no_grad():
-        expected = original.features(as_input(frame[:, :, ::-1].copy(), 128.0))
-        ours = net.features(as_input(frame, 128.0))
+        expected = original.features(as_input(frame[:, :, ::-1].copy()))
+        ours = net.features(as_input(frame))
         assert torch.allclose(ours, expected, atol=1e-4)
         assert torch.equal(net.fc4[0].weight, original.fc4[0].weight)
     # A bare py-MDNet state dict (no 'shared_layers' wrapper) is read the same way.
     torch.save(shared, tmp_path / "bare.pth")
-    assert torch.equal(load_fdn_state(tmp_path / "bare.pth")["conv1.0.weight"], net.conv1[0].weight)
+    assert torch.equal(load_fdn_state(tmp_path / "bare.pth")["backbone.conv1.0.weight"], net.backbone.conv1[0].weight)
 
 
 def test_our_export_round_trip(tmp_path, frame):
     torch.manual_seed(4)
-    trained = FDNNet(domains=3, norm="batch")
+    trained = FDNNet(domains=3)
     with torch.no_grad():
         for module in trained.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -164,11 +169,11 @@ def test_our_export_round_trip(tmp_path, frame):
     export_weights(tmp_path / "last.pt", tmp_path / "fdn.pt", half=True)
     saved = torch.load(tmp_path / "fdn.pt", weights_only=True)
     assert not any(k.startswith("fc6.") for k in saved)  # domain branches stay behind
-    assert saved["conv1.0.weight"].dtype == torch.float16
+    assert saved["backbone.conv1.0.weight"].dtype == torch.float16
     assert detect_norm(saved) == "batch"
     net = build_fdn_net(tmp_path / "fdn.pt").eval()
     with torch.no_grad():
-        x = as_input(frame, 128.0)
+        x = as_input(frame)
         assert torch.allclose(net.features(x), trained.features(x), rtol=1e-2, atol=2e-2)
 
 

@@ -9,25 +9,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vtrack_core.ops.correlation_filter import (
-    gaussian_label,
-    hann_window,
+from vtrack_core.backbones.deform_conv import DeformConv2d, _torchvision_deform_conv2d, deform_conv2d_reference
+from vtrack_core.backbones.resnet import SPECS, ResNetOS8, output_size
+from vtrack_core.ops.maps import gaussian_label, hann_window
+from vtrack_core.trackers.rar import (
+    BACKBONES,
+    FEATURE_STRIDE,
+    LevelAttention,
+    RARNet,
+    cell_pixels,
     learn_filter,
+    load_rar_weights,
+    load_torchvision_resnet50,
     peak_offset,
     respond,
     search_gradient,
-)
-from vtrack_core.ops.deform_conv import DeformConv2d, _torchvision_deform_conv2d, deform_conv2d_reference
-from vtrack_core.trackers.rar import (
-    BACKBONE_SPECS,
-    LevelAttention,
-    RARNet,
-    FEATURE_STRIDE,
-    ResNetOS8,
-    cell_pixels,
-    load_rar_weights,
-    load_torchvision_resnet50,
-    output_size,
 )
 from vtrack_core.weights import WeightsError
 
@@ -98,16 +94,16 @@ def test_fresh_deformable_module_is_an_ordinary_convolution():
 
 
 # --- backbone (Table 1) -------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", list(BACKBONE_SPECS))
+@pytest.mark.parametrize("variant", list(SPECS))
 def test_backbone_sizes_follow_table_1(variant):
     net = ResNetOS8(variant).eval()
     sizes = {}
     for name in ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4"):
         getattr(net, name).register_forward_hook(lambda m, i, o, name=name: sizes.__setitem__(name, o.shape[-1]))
     with torch.no_grad():
-        conv3, conv4, conv5 = net(torch.rand(1, 3, 255, 255) * 255)
+        conv3, conv4, conv5 = net(torch.rand(1, 3, 255, 255) * 255).values()
     assert sizes == {"conv1": 127, "maxpool": 63, "layer1": 63, "layer2": 31, "layer3": 31, "layer4": 31}
-    stem, widths, _ = BACKBONE_SPECS[variant]
+    stem, widths, _ = SPECS[variant]
     assert [t.shape[1] for t in (conv3, conv4, conv5)] == [4 * w for w in widths[1:]]
     assert output_size(255) == 31 and output_size(225) == 27
     assert isinstance(net.layer3[0].conv2, DeformConv2d)  # conv4_1's 3x3 only
@@ -121,12 +117,12 @@ def test_one_cell_is_the_stride_in_input_pixels():
     features by exactly 2 cells (away from the zero-padded border), and a 225 px patch of
     a 225 px image is FEATURE_STRIDE pixels per cell, not 225 / 27."""
     torch.manual_seed(0)
-    net = ResNetOS8("light").eval()
+    net = ResNetOS8("resnet_light").eval()
     shift = 2 * FEATURE_STRIDE
     image = torch.rand(1, 3, 225 + shift, 225 + shift) * 255
     with torch.no_grad():
-        unshifted = net(image[:, :, :225, :225])
-        shifted = net(image[:, :, shift:, shift:])
+        unshifted = net(image[:, :, :225, :225]).values()
+        shifted = net(image[:, :, shift:, shift:]).values()
     for a, b in zip(unshifted, shifted):
         assert torch.allclose(a[:, :, 8:19, 8:19], b[:, :, 6:17, 6:17], atol=1e-4)
         assert not torch.allclose(a[:, :, 8:19, 8:19], b[:, :, 8:19, 8:19], atol=1e-2)
@@ -212,7 +208,7 @@ def test_torchvision_resnet50_layout_loads_and_computes_table_1(tmp_path):
     bgr = torch.rand(1, 3, 79, 79, dtype=torch.float64) * 255
     state = {k: (v.double() if v.is_floating_point() else v) for k, v in state.items()}
     with torch.no_grad():
-        ours = backbone.double()(bgr)
+        ours = backbone.double()(bgr).values()
         # torchvision's normalisation, RGB, on 0..255 input (constants rounded to float32 as stored)
         mean = (torch.tensor([0.485, 0.456, 0.406]) * 255).double().reshape(1, 3, 1, 1)
         std = (torch.tensor([0.229, 0.224, 0.225]) * 255).double().reshape(1, 3, 1, 1)

@@ -12,8 +12,9 @@ from vtrack_core.eval.metrics import score
 from vtrack_core.eval.runner import run_sequence
 from vtrack_core.registry import tracker_config
 from vtrack_core.tracker import InvalidInputError, NotInitializedError, TrackState
-from vtrack_core.ops.correlation_filter import FilterState
-from vtrack_core.trackers.rar import DEFAULT_WEIGHTS, RARTracker, update_weight
+from vtrack_core.trackers.rar import FilterState, RARTracker, update_weight
+
+DEFAULT_WEIGHTS = RARTracker.default_weights()
 from occlusion import target_painted_over
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="vtrack_core/weights/rar.pt not trained yet")

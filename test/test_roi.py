@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from vtrack_core.ops.roi import FeatureGeometry, max_roi_align, pool_rois, roi_pool
+from vtrack_core.backbones import FeatureGeometry
+from vtrack_core.trackers.fdn import max_roi_align, pool_rois, roi_pool
 
 
 def bilinear(feature: np.ndarray, x: float, y: float) -> tuple[float, list[tuple[int, int, float]]]:
@@ -138,7 +139,7 @@ def test_feature_geometry():
     # pixel edge-coordinate 17.5 + 16 i, worked out by hand layer by layer.
     from vtrack_core.trackers.fdn import FDNNet
 
-    assert FDNNet().geometry == FeatureGeometry(16.0, 17.5)
+    assert FDNNet().geometry() == FeatureGeometry(16.0, 17.5)
 
 
 def test_feature_geometry_locates_a_bright_pixel():

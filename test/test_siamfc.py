@@ -8,9 +8,7 @@ import torch.nn.functional as F
 from scipy.io import savemat
 
 from vtrack_core import Box, create_tracker
-from vtrack_core.ops.correlation import cross_correlate
-from vtrack_core.ops.crops import crop_and_resize, image_to_tensor
-from vtrack_core.trackers.siamfc import SiamFCNet, load_siamfc_weights
+from vtrack_core.trackers.siamfc import SiamFCNet, cross_correlate, load_siamfc_weights
 from vtrack_core.weights import WeightsError
 
 
@@ -36,8 +34,8 @@ def random_net(seed: int = 0) -> SiamFCNet:
 def test_table1_shapes_and_no_padding():
     net = SiamFCNet().eval()
     with torch.no_grad():
-        assert net.backbone(torch.zeros(1, 3, 127, 127)).shape == (1, 256, 6, 6)
-        assert net.backbone(torch.zeros(2, 3, 255, 255)).shape == (2, 256, 22, 22)
+        assert net.embed(torch.zeros(1, 3, 127, 127)).shape == (1, 256, 6, 6)
+        assert net.embed(torch.zeros(2, 3, 255, 255)).shape == (2, 256, 22, 22)
         assert net(torch.zeros(1, 3, 127, 127), torch.zeros(3, 3, 255, 255)).shape == (3, 1, 17, 17)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.padding for c in convs] == [(0, 0)] * 5
@@ -80,8 +78,8 @@ def test_loads_siamfc_pytorch_layout(tmp_path):
         def error(output):
             return float((output - expected).abs().max() / expected.abs().max())
 
-        assert error(net.backbone(bgr)) < 1e-5
-        assert error(net.backbone(rgb)) > 1e-2  # the swap matters
+        assert error(net.embed(bgr)) < 1e-5
+        assert error(net.embed(rgb)) > 1e-2  # the swap matters
         eps_ignored.eval()
         stem = eps_ignored.backbone  # the same weights read with our eps: wrong
         wrong_eps = stem.conv5[0](stem.conv4(stem.conv3(stem.conv2(stem.conv1(rgb)))))
@@ -126,7 +124,7 @@ def test_loads_authors_matconvnet_layout(tmp_path):
     z, x = torch.rand(1, 3, 127, 127) * 255, torch.rand(2, 3, 255, 255) * 255
     gain, bias, mean, sigma = 2.0, 0.5, 0.1, 4.0
     with torch.no_grad():
-        raw = cross_correlate(source.backbone(z), source.backbone(x))
+        raw = cross_correlate(source.embed(z), source.embed(x))
         expected = gain * (raw - mean) / sigma + bias  # their final 'adjust' batch norm
         assert torch.allclose(net(z, x), expected, rtol=1e-3, atol=1e-2)
 

@@ -1,16 +1,20 @@
 """Candidate and training boxes drawn around a target, as the detection-style trackers
-(MDNet and its descendants FDN and FCNT) draw them.
+(MDNet and its descendants FDN, and FCNT) draw them. Used by FDN (tracker and training) and
+FCNT.
 
-Boxes are N x 4 float arrays (x, y, w, h) in pixel-edge coordinates. Three kinds:
+Boxes are N x 4 float arrays (x, y, w, h) in pixel-edge coordinates. Four kinds:
 
 * 'gaussian': centre moved by trans * mean(w, h) * clip(N(0, 0.5^2), -1, 1) per axis and
   size multiplied by scale ** clip(N(0, 0.5^2), -1, 1): candidates near the last position.
 * 'uniform': the same with uniform draws in [-1, 1]: negatives around the target.
 * 'whole': centre anywhere in the bounds, size scale ** U(-1, 1) times the target's:
   negatives from the whole frame (or search region).
+* 'normal': centre moved by N(0, trans^2) *pixels* per axis and size multiplied by
+  exp(N(0, scale^2)), aspect kept: FCNT's eq. 8 as its authors' code draws it.
 
 Every box is kept inside `bounds` (x, y, w, h; typically the image or the search region)
-with sides of at least `min_side`, as MDNet clips to the image.
+with sides of at least `min_side`, as MDNet clips to the image; `bounds=None` keeps them
+as drawn (FCNT).
 """
 from __future__ import annotations
 
@@ -20,14 +24,14 @@ import numpy as np
 
 from ..boxes import iou
 
-KINDS = ("gaussian", "uniform", "whole")
+KINDS = ("gaussian", "uniform", "whole", "normal")
 
 
 @dataclass(frozen=True)
 class SampleSpec:
     kind: str
-    trans: float  # centre spread, in units of the target's mean side
-    scale: float  # size spread: factor per unit draw
+    trans: float  # centre spread, in units of the target's mean side ('normal': pixels, a deviation)
+    scale: float  # size spread: factor per unit draw ('normal': deviation of the log size)
     aspect: float | None = None  # aspect-ratio spread (factor per unit draw); None: keep
 
     def __post_init__(self) -> None:
@@ -36,11 +40,18 @@ class SampleSpec:
 
 
 def draw_boxes(rng: np.random.Generator, box: np.ndarray, count: int, spec: SampleSpec,
-               bounds: np.ndarray, min_side: float = 10.0) -> np.ndarray:
-    """`count` boxes around `box` (x, y, w, h) kept inside `bounds` (x, y, w, h)."""
+               bounds: np.ndarray | None, min_side: float = 10.0) -> np.ndarray:
+    """`count` boxes around `box` (x, y, w, h) kept inside `bounds` (x, y, w, h; None: not clipped)."""
     box = np.asarray(box, dtype=np.float64).reshape(4)
-    bounds = np.asarray(bounds, dtype=np.float64).reshape(4)
     centre = box[:2] + box[2:] / 2.0
+    if spec.kind == "normal":
+        centres = centre + rng.normal(0.0, spec.trans, (count, 2))
+        sizes = box[2:] * np.exp(rng.normal(0.0, spec.scale, (count, 1)))
+        boxes = np.concatenate([centres - sizes / 2, sizes], axis=1)
+        return boxes if bounds is None else clip_boxes(boxes, bounds, min_side)
+    if bounds is None:
+        raise ValueError(f"{spec.kind!r} boxes need bounds")
+    bounds = np.asarray(bounds, dtype=np.float64).reshape(4)
     size = np.tile(box[2:], (count, 1))
     if spec.kind == "gaussian":
         shift = np.clip(0.5 * rng.standard_normal((count, 2)), -1.0, 1.0)

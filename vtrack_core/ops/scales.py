@@ -1,8 +1,36 @@
-"""The scale pyramid search of SiamFC-style trackers: one patch per scale, the best peak wins,
-and every change of scale must beat the current scale by a margin."""
+"""The scale search of SiamFC-style trackers: one patch per scale in one batch, the best peak
+wins after a penalty on changing scale, and the size follows the winner damped."""
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+
+class ScalePyramid:
+    """`count` scale factors step^e with exponents centred on 0: -1, 0, 1 for three scales;
+    -1.5, -0.5, 0.5, 1.5 for four (no factor is then the current size). A change of e steps
+    pays the penalty |e| times (penalty^|e|): for three scales that is SiamFC's one penalty on
+    both changed scales, and for any count the nearest scales are preferred on a tie."""
+
+    def __init__(self, count: int, step: float, penalty: float, damping: float,
+                 device: torch.device | None = None) -> None:
+        if count < 1:
+            raise ValueError(f"the scale count must be >= 1, got {count}")
+        exponents = np.arange(count) - (count - 1) / 2.0
+        self.factors = np.array([step ** float(e) for e in exponents])
+        self.penalties = torch.as_tensor(float(penalty) ** np.abs(exponents), device=device, dtype=torch.float32)
+        self.damping = float(damping)
+
+    def __len__(self) -> int:
+        return len(self.factors)
+
+    def best(self, peaks: torch.Tensor) -> torch.Tensor:
+        """Index (0-d tensor, on the peaks' device) of the best scale by its penalised peak."""
+        return torch.argmax(penalise_scale_change(peaks, self.penalties.to(peaks.device)))
+
+    def new_size(self, size: np.ndarray, index: int) -> np.ndarray:
+        """The damped update: size x ((1 - damping) + damping x the winner's factor)."""
+        return size * ((1 - self.damping) + self.damping * self.factors[index])
 
 
 def penalise_scale_change(peaks: torch.Tensor, penalties: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,11 @@ selected at the first frame (sec. 4.1), a general network (GNet, high level) and
 network (SNet, mid level) that regress a foreground heat map (sec. 4.2), a distractor test
 that decides which heat map locates the target, and SNet-only online updates (sec. 4.3).
 
-Backbone: pluggable (`backbones.py`); the default is the conv stack of our FDN weights,
-because no ImageNet VGG-16 exists on our machines (set `backbone=vgg16` and
-`backbone_weights=FILE` with a torchvision state dict to run the paper's).
+Backbone: any two taps of a `vtrack_core.backbones` network (`TWO_LEVELS`); the default is
+VGG-M conv2 / conv3 with the conv layers of our FDN weights (`backbone=vgg16` runs the
+paper's conv4-3 / conv5-3, from the installed HED weights or `backbone_weights=FILE`, a
+torchvision state dict). The high-level map is resampled at the input positions of the
+mid-level cells (`resample_to_grid`), so both heat maps live on one grid.
 
 Our reading of points the paper leaves open, each a config value:
 * Feature scaling: both levels are divided by their first-frame RMS activation, so the
@@ -64,23 +66,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones import FeatureGeometry, build_backbone
 from ..boxes import Box
-from ..config import TrackerConfig
-from ..device import resolve_device
-from ..ops.crops import crop_and_resize, image_to_tensor
-from ..tracker import Tracker
-from .backbones import build_backbone
+from ..deep_tracker import PACKAGED_WEIGHTS, DeepTracker, DeepTrackerConfig
+from ..ops.crops import crop_and_resize
+from ..ops.maps import gaussian_label
+from ..ops.sampling import SampleSpec, draw_boxes
 
+# Backbone -> (mid-level tap, high-level tap): SNet reads the first, GNet the second.
+TWO_LEVELS = {
+    "vgg16": ("conv4", "conv5"),  # the paper's conv4-3 and conv5-3
+    "vggm": ("conv2", "conv3"),  # FDN's conv2 (before its pool) and conv3
+    "efficientnet_lite0": ("stage3", "stage5"),  # stride 8 and 16
+    "mobilenet_v2": ("stage3", "stage5"),
+}
 
 
 # --- heat maps ------------------------------------------------------------------------------------
-def gaussian_heatmap(shape: tuple[int, int], centre: tuple[float, float], sigma: tuple[float, float],
-                     device: torch.device | None = None) -> torch.Tensor:
-    """H x W map, 1 at `centre` (cells, x y), Gaussian with per-axis `sigma` (cells)."""
-    height, width = shape
-    ys = torch.arange(height, device=device, dtype=torch.float32).unsqueeze(1)
-    xs = torch.arange(width, device=device, dtype=torch.float32).unsqueeze(0)
-    return torch.exp(-0.5 * (((xs - centre[0]) / sigma[0]) ** 2 + ((ys - centre[1]) / sigma[1]) ** 2))
+def resample_to_grid(features: torch.Tensor, geometry: FeatureGeometry, size: tuple[int, int],
+                     grid_geometry: FeatureGeometry) -> torch.Tensor:
+    """`features` (cells at `geometry`) sampled bilinearly at the input positions of a
+    `size` map of cells at `grid_geometry`; beyond the outer cells the edge value is kept. A
+    plain resize lines the cells up only when both maps cover the input alike (VGG-16); for
+    VGG-M's maps (46 and 22 cells for a 386 px ROI) it put the high level 0.6 cell off."""
+    rows, cols = features.shape[-2:]
+
+    def normalised(count: int, source_count: int) -> torch.Tensor:
+        positions = grid_geometry.offset + grid_geometry.stride * torch.arange(count, dtype=torch.float32,
+                                                                               device=features.device)
+        index = (positions - geometry.offset) / geometry.stride  # fractional source cell
+        return 2.0 * index / max(source_count - 1, 1) - 1.0  # align_corners=True coordinates
+
+    ys, xs = normalised(size[0], rows), normalised(size[1], cols)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).to(features.dtype)
+    grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1, -1)
+    return F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def box_sums(heatmap: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -103,12 +123,8 @@ def draw_candidates(state_xywh: np.ndarray, count: int, trans_std: float, scale_
     """`count` boxes (x, y, w, h) around `state_xywh`: centre + N(0, trans_std^2) pixels per
     axis, size x exp(N(0, scale_std^2)) (aspect kept). Row 0 is the state itself, so standing
     still is always a candidate."""
-    state = np.asarray(state_xywh, dtype=np.float64)
-    centre = state[:2] + state[2:] / 2
-    centres = centre + rng.normal(0.0, trans_std, (count, 2))
-    sizes = state[2:] * np.exp(rng.normal(0.0, scale_std, (count, 1)))
-    candidates = np.concatenate([centres - sizes / 2, sizes], axis=1)
-    candidates[0] = state
+    candidates = draw_boxes(rng, state_xywh, count, SampleSpec("normal", trans_std, scale_std), bounds=None)
+    candidates[0] = state_xywh
     return candidates
 
 
@@ -252,11 +268,10 @@ def heatmap_error(net: HeatmapNet, features: torch.Tensor, target: torch.Tensor,
 
 
 @dataclass
-class FCNTConfig(TrackerConfig):
-    backbone: str = "fdn"  # fdn (our trained conv layers, default) | vgg16 (the paper's; needs weights)
-    backbone_weights: str = ""  # empty: fdn -> vtrack_core/weights/fdn.pt
-    weights: str = ""  # alias of backbone_weights (the node's `weights` parameter)
-    half: bool = False  # fp16 backbone on CUDA
+class FCNTConfig(DeepTrackerConfig):
+    backbone: str = "vggm"  # a TWO_LEVELS backbone: vggm (our FDN conv layers), vgg16 (the paper's), ...
+    backbone_weights: str = ""  # empty: vggm -> vtrack_core/weights/fdn.pt, others -> their installed weights
+    # `weights` (the node's parameter) is an alias of backbone_weights: FCNT trains nothing offline
     roi_size: int = 386  # input ROI, pixels (sec. 5)
     roi_context: float = 3.0  # ROI side / target mean side (ours; the paper gives only the 386 px)
     roi_follows_target: bool = False  # True: ROI side from the current box (authors' code); False: the first box's
@@ -288,20 +303,26 @@ class FCNTConfig(TrackerConfig):
     confidence_threshold: float = 0.3
 
 
-class FCNTTracker(Tracker):
+class FCNTTracker(DeepTracker):
     name = "fcnt"
     config_class = FCNTConfig
+    trainable = False
 
     def __init__(self, config: FCNTConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
         if not (cfg.use_gnet or cfg.use_snet):
             raise ValueError("fcnt: use_gnet and use_snet cannot both be off")
-        self.device = resolve_device(cfg.device)
-        self.dtype = torch.float16 if cfg.half and self.device.type == "cuda" else torch.float32
-        weights = cfg.backbone_weights or cfg.weights
+        if cfg.backbone not in TWO_LEVELS:
+            raise ValueError(f"fcnt: backbone must be one of {', '.join(TWO_LEVELS)}, got {cfg.backbone!r}")
+        weights = cfg.backbone_weights or cfg.weights or None
+        if weights is None and cfg.backbone == "vggm":
+            weights = str(PACKAGED_WEIGHTS / "fdn.pt")
         self.backbone = build_backbone(cfg.backbone, weights).to(self.device, self.dtype).eval()
         self.backbone.requires_grad_(False)
+        self.taps = TWO_LEVELS[cfg.backbone]
+        self.geometry = self.backbone.geometry(self.taps[0], cfg.roi_size)
+        self.high_geometry = self.backbone.geometry(self.taps[1], cfg.roi_size)
         self.map_size: tuple[int, int] | None = None  # heat-map cells, set at init
         if cfg.candidate_score not in CANDIDATE_RULES:
             raise ValueError(f"fcnt: candidate_score must be one of {', '.join(CANDIDATE_RULES)}, "
@@ -314,24 +335,30 @@ class FCNTTracker(Tracker):
             self.spread = (math.sqrt(cfg.trans_variance), math.sqrt(cfg.scale_variance))
 
     # -- geometry ---------------------------------------------------------------------------------
-    def _crop(self, image: np.ndarray, centre: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
-        """ROI around `centre`: (mid, high features scaled and selected later, origin, zoom)."""
+    @property
+    def state(self) -> np.ndarray:
+        """The target as x, y, w, h (candidates and heat maps are boxes)."""
+        return np.concatenate([self.center - self.target_size / 2, self.target_size])
+
+    def _crop(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
+        """ROI around the target: (mid, high features on the mid grid, origin, zoom)."""
         cfg = self.config
-        side = cfg.roi_context * (float(self.state[2:].mean()) if cfg.roi_follows_target else self.mean_side)
+        side = cfg.roi_context * (float(self.target_size.mean()) if cfg.roi_follows_target else self.mean_side)
         zoom = cfg.roi_size / side
-        frame = image_to_tensor(image, self.device)
-        roi = crop_and_resize(frame, torch.as_tensor(centre - 0.5, device=self.device, dtype=torch.float32),
+        roi = crop_and_resize(frame, torch.as_tensor(self.center - 0.5, device=self.device, dtype=torch.float32),
                               torch.tensor([side], device=self.device), cfg.roi_size, self.fill)
         with torch.no_grad():
-            mid, high = self.backbone(roi.to(self.dtype))
-        return mid.float(), high.float(), centre - side / 2, zoom
+            maps = self.backbone(roi.to(self.dtype), self.taps)
+            mid, high = maps[self.taps[0]], maps[self.taps[1]]
+            high = resample_to_grid(high, self.high_geometry, mid.shape[-2:], self.geometry)
+        return mid.float(), high.float(), self.center - side / 2, zoom
 
     def _to_cells(self, boxes_xywh: np.ndarray, origin: np.ndarray, zoom: float) -> torch.Tensor:
         """Image boxes (x, y, w, h) -> map-cell x1 y1 x2 y2 (cell i covers input pixels
         offset + stride * (i -+ 1/2))."""
         boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
         xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-        geometry = self.backbone.geometry
+        geometry = self.geometry
         cells = ((xyxy - np.tile(origin, 2)) * zoom - geometry.offset) / geometry.stride + 0.5
         return torch.as_tensor(cells, dtype=torch.float32, device=self.device)
 
@@ -340,7 +367,7 @@ class FCNTTracker(Tracker):
         centre = ((cells[0] + cells[2]) / 2 - 0.5, (cells[1] + cells[3]) / 2 - 0.5)
         size = (max(cells[2] - cells[0], 1.0), max(cells[3] - cells[1], 1.0))
         sigma = (self.config.heatmap_sigma * size[0], self.config.heatmap_sigma * size[1])
-        return gaussian_heatmap(self.map_size, centre, sigma, self.device)[None, None]
+        return gaussian_label(self.map_size, (sigma[1], sigma[0]), (centre[1], centre[0]), self.device)[None, None]
 
     # -- training ---------------------------------------------------------------------------------
     def _fit(self, net: HeatmapNet, inputs: list[torch.Tensor], targets: list[torch.Tensor],
@@ -359,15 +386,12 @@ class FCNTTracker(Tracker):
         return loss_value
 
     # -- Tracker -----------------------------------------------------------------------------------
-    def _init(self, image: np.ndarray, box: Box) -> None:
+    def _start(self, frame: torch.Tensor, image: np.ndarray) -> None:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.state = np.array(box.xywh(), dtype=np.float64)
-        self.mean_side = float(self.state[2:].mean())
-        self.fill = image_to_tensor(image, self.device).mean(dim=(2, 3)).reshape(3)
-        centre = self.state[:2] + self.state[2:] / 2
-        mid, high, origin, zoom = self._crop(image, centre)
+        self.mean_side = float(self.target_size.mean())
+        mid, high, origin, zoom = self._crop(frame)
         self.map_size = tuple(mid.shape[-2:])
         self.scales = (float(mid.pow(2).mean().sqrt().clamp_min(1e-6)), float(high.pow(2).mean().sqrt().clamp_min(1e-6)))
         mid, high = mid / self.scales[0], high / self.scales[1]
@@ -407,11 +431,10 @@ class FCNTTracker(Tracker):
         best = int(torch.argmax(scores))
         return best, sums[best], cells[best]
 
-    def _update(self, image: np.ndarray) -> tuple[Box, float]:
+    def _track(self, frame: torch.Tensor, image: np.ndarray) -> float:
         cfg = self.config
         height, width = image.shape[:2]
-        centre = self.state[:2] + self.state[2:] / 2
-        mid, high, origin, zoom = self._crop(image, centre)
+        mid, high, origin, zoom = self._crop(frame)
         mid = mid[:, self.keep_mid] / self.scales[0]
         high = high[:, self.keep_high] / self.scales[1]
         # eq. 8: candidates from a Gaussian around the last state (x, y, scale)
@@ -429,8 +452,8 @@ class FCNTTracker(Tracker):
         box = candidates[best]
         strength = float(inside) / max(self.ideal_sum, 1e-9)  # unclipped: ranks results above 1 too
         confidence = min(strength, 1.0)
-        self.state = box.copy()
-        self.state[:2] = np.clip(self.state[:2] + self.state[2:] / 2, 0, [width - 1, height - 1]) - self.state[2:] / 2
+        self.center = np.clip(box[:2] + box[2:] / 2, 0, [width - 1, height - 1])
+        self.target_size = box[2:].copy()
         # sec. 4.3: SNet updates (GNet fixed)
         if cfg.use_snet:
             target = self._target_map(self.state, origin, zoom)
@@ -452,5 +475,4 @@ class FCNTTracker(Tracker):
                 self._fit(self.snet, [self.first_mid, mid], [self.first_target, target], [None, mask],
                           self.snet_optimizer, cfg.update_iterations)
                 self.snet_updates["discrimination"] += 1
-        x, y, w, h = self.state
-        return Box(x, y, w, h), confidence
+        return confidence

@@ -26,7 +26,7 @@ import copy
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,56 +35,146 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones import Backbone, FeatureGeometry, build_backbone
+from ..backbones.vgg import detect_norm, load_vggm_state
 from ..boxes import Box
-from ..config import TrackerConfig
-from ..device import resolve_device
-from ..ops.crops import crop_and_resize, image_to_tensor
-from ..ops.roi import FeatureGeometry, pool_rois
+from ..deep_tracker import DeepTracker, DeepTrackerConfig
+from ..ops.crops import crop_and_resize
 from ..ops.sampling import SampleSpec, clip_boxes, draw_boxes, draw_with_overlap, xywh_to_xyxy
-from ..tracker import Tracker
-from ..weights import WeightsError, load_matconvnet_params, load_torch_state_dict, mat_net, matconvnet_conv_weight
+from ..weights import WeightsError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "fdn.pt"
-NORMS = ("batch", "lrn")
 MIN_SIDE = 2.0  # pixels: smallest sample box (MDNet's 10 px would swallow drone-sized targets)
 
 
+# --- RoI layers (sec. 3.2) ------------------------------------------------------------------------
+# Both take boxes already in *feature-map coordinates* (cell i's centre at i; see
+# `FeatureGeometry` for the pixel -> cell mapping of a network) so the tracker converts once
+# and the two layers can be compared on equal terms.
+#
+# * `max_roi_align` (FDN, sec. 3.2): each of the out x out bins holds sampling x sampling
+#   points at fractional positions, each bilinearly interpolated; the bin keeps the largest.
+#   All boxes of all images in one `grid_sample` call. The gradient is the paper's: the bin's
+#   gradient goes to the winning point only (max), and from it to its four neighbouring cells
+#   with the bilinear weights (grid_sample's backward).
+# * `roi_pool` (Girshick, Fast R-CNN): box corners rounded to cells, bins of whole cells, max
+#   over each bin; the comparison the FDN paper makes in Fig. 7.
+def _check(features: torch.Tensor, boxes: torch.Tensor) -> None:
+    if features.dim() != 4:
+        raise ValueError(f"features must be B x C x H x W, got {tuple(features.shape)}")
+    if boxes.dim() != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != features.shape[0]:
+        raise ValueError(f"boxes must be B x N x 4 (x1, y1, x2, y2) with B = {features.shape[0]}, "
+                         f"got {tuple(boxes.shape)}")
+
+
+def max_roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int = 3,
+                  sampling: int = 2) -> torch.Tensor:
+    """features B x C x H x W, boxes B x N x 4 (feature coordinates, x1 y1 x2 y2) ->
+    (B*N) x C x out x out, image-major (all boxes of image 0 first)."""
+    _check(features, boxes)
+    batch, channels, height, width = features.shape
+    count = boxes.shape[1]
+    boxes = boxes.to(features.dtype)
+    # Sample positions: bin j, point k sits at fraction (j + (k + 0.5) / s) / out of the box.
+    bins = torch.arange(output_size, device=features.device, dtype=features.dtype)
+    points = (torch.arange(sampling, device=features.device, dtype=features.dtype) + 0.5) / sampling
+    fractions = ((bins.unsqueeze(1) + points) / output_size)  # out x s
+    x1, y1, x2, y2 = (v[..., None, None] for v in boxes.unbind(-1))  # B x N x 1 x 1
+    xs = x1 + fractions * (x2 - x1)  # B x N x out x s
+    ys = y1 + fractions * (y2 - y1)
+    # align_corners=True: -1 is cell 0, +1 is cell W-1; beyond the map samples read zeros.
+    gx = 2.0 * xs / max(width - 1, 1) - 1.0
+    gy = 2.0 * ys / max(height - 1, 1) - 1.0
+    # Grid rows = (box, bin row, bin col), columns = the s x s points of that bin, so the
+    # max below reduces the innermost, contiguous axis.
+    gx = gx[:, :, None, :, None, :].expand(batch, count, output_size, output_size, sampling, sampling)
+    gy = gy[:, :, :, None, :, None].expand(batch, count, output_size, output_size, sampling, sampling)
+    grid = torch.stack([gx, gy], dim=-1).reshape(batch, count * output_size * output_size, sampling * sampling, 2)
+    sampled = F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    pooled = sampled.amax(dim=3)  # B x C x (N*out*out)
+    pooled = pooled.reshape(batch, channels, count, output_size, output_size)
+    return pooled.permute(0, 2, 1, 3, 4).reshape(batch * count, channels, output_size, output_size)
+
+
+def roi_pool(features: torch.Tensor, boxes: torch.Tensor, output_size: int = 3) -> torch.Tensor:
+    """RoIPool: corners rounded to the nearest cell, the box's cells split into out x out bins
+    (floor / ceil of the fractional bin edges, as Fast R-CNN), the maximum of each bin; bins
+    outside the map are 0. Same shapes as `max_roi_align`."""
+    _check(features, boxes)
+    batch, channels, height, width = features.shape
+    count = boxes.shape[1]
+    corners = torch.round(boxes.detach().float())
+    x1, y1, x2, y2 = corners.unbind(-1)
+    box_w = (x2 - x1 + 1).clamp_min(1.0)
+    box_h = (y2 - y1 + 1).clamp_min(1.0)
+    bins = torch.arange(output_size, device=features.device, dtype=torch.float32)
+    # Bin edges in cells, B x N x out.
+    x_start = torch.floor(x1.unsqueeze(-1) + bins * (box_w / output_size).unsqueeze(-1))
+    x_end = torch.ceil(x1.unsqueeze(-1) + (bins + 1) * (box_w / output_size).unsqueeze(-1))
+    y_start = torch.floor(y1.unsqueeze(-1) + bins * (box_h / output_size).unsqueeze(-1))
+    y_end = torch.ceil(y1.unsqueeze(-1) + (bins + 1) * (box_h / output_size).unsqueeze(-1))
+    x_start, x_end = x_start.clamp(0, width), x_end.clamp(0, width)
+    y_start, y_end = y_start.clamp(0, height), y_end.clamp(0, height)
+    # Every bin is read as a fixed K x K block of cells (the widest bin); cells past a bin's
+    # end repeat its last cell, which leaves the maximum unchanged. One gather for all boxes.
+    span = int(max(float((x_end - x_start).max()), float((y_end - y_start).max()), 1.0))
+    steps = torch.arange(span, device=features.device, dtype=torch.float32)
+    cols = torch.minimum(x_start.unsqueeze(-1) + steps, (x_end - 1).clamp_min(x_start).unsqueeze(-1))
+    rows = torch.minimum(y_start.unsqueeze(-1) + steps, (y_end - 1).clamp_min(y_start).unsqueeze(-1))
+    empty_x = x_end <= x_start  # B x N x out
+    empty_y = y_end <= y_start
+    cols = cols.clamp(0, width - 1).long()  # B x N x out x K
+    rows = rows.clamp(0, height - 1).long()
+    # flat index of (row, col) for every (bin_y, k_y, bin_x, k_x): B x N x out x K x out x K
+    flat = rows[:, :, :, :, None, None] * width + cols[:, :, None, None, :, :]
+    flat = flat.reshape(batch, 1, -1).expand(batch, channels, -1)
+    values = torch.gather(features.reshape(batch, channels, height * width), 2, flat)
+    values = values.reshape(batch, channels, count, output_size, span, output_size, span)
+    pooled = values.amax(dim=(4, 6))  # B x C x N x out x out
+    empty = (empty_y.unsqueeze(-1) | empty_x.unsqueeze(-2)).unsqueeze(1)  # B x 1 x N x out x out
+    pooled = pooled.masked_fill(empty, 0.0)
+    return pooled.permute(0, 2, 1, 3, 4).reshape(batch * count, channels, output_size, output_size)
+
+
+def pool_rois(features: torch.Tensor, boxes: torch.Tensor, method: str = "align", output_size: int = 3,
+              sampling: int = 2) -> torch.Tensor:
+    """`method`: 'align' (max-RoIAlign, FDN's choice) or 'pool' (RoIPool)."""
+    if method == "align":
+        return max_roi_align(features, boxes, output_size, sampling)
+    if method == "pool":
+        return roi_pool(features, boxes, output_size)
+    raise ValueError(f"unknown RoI method {method!r}; use 'align' or 'pool'")
+
+
 # --- network (sec. 3.2, Fig. 1) ---------------------------------------------------------------
-def _norm(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "lrn":  # VGG-M's [5, 2, 1e-4, 0.75]; torch divides alpha by the size
-        return nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
-    raise ValueError(f"unknown normalisation {kind!r}; use one of {', '.join(NORMS)}")
-
-
 class FDNNet(nn.Module):
-    """conv1-3 (VGG-M) -> RoI layer -> fc4, fc5 (shared) -> fc6 (one 2-way branch per domain).
+    """Shared conv layers (a backbone tap: VGG-M's conv3 in the paper) -> RoI layer -> fc4,
+    fc5 (shared) -> fc6 (one 2-way branch per domain).
 
-    Module names follow py-MDNet's ('conv1.0', 'fc4.0', 'fc5.1', 'fc6.<d>.1') so its files load
-    by name."""
+    fc module names follow py-MDNet's ('fc4.0', 'fc5.1', 'fc6.<d>.1') so its files load by
+    name; the conv layers are the backbone's (`backbone.conv1.0.*` for VGG-M)."""
 
-    feature_channels = 512
-
-    def __init__(self, domains: int = 1, norm: str = "batch", roi_size: int = 3, dropout: float = 0.5) -> None:
+    def __init__(self, backbone: Backbone | None = None, tap: str = "conv3", domains: int = 1, roi_size: int = 3,
+                 dropout: float = 0.5) -> None:
         super().__init__()
-        self.norm = norm
+        self.backbone = backbone if backbone is not None else build_backbone("vggm", "random")
+        self.backbone.check_taps([tap])
+        self.tap = tap
         self.roi_size = roi_size
-        self.conv1 = nn.Sequential(nn.Conv2d(3, 96, 7, stride=2), nn.ReLU(inplace=True), _norm(norm, 96),
-                                   nn.MaxPool2d(3, 2))
-        self.conv2 = nn.Sequential(nn.Conv2d(96, 256, 5, stride=2, padding=1), nn.ReLU(inplace=True),
-                                   _norm(norm, 256), nn.MaxPool2d(3, 2))
-        self.conv3 = nn.Sequential(nn.Conv2d(256, 512, 3, padding=1), nn.ReLU(inplace=True))
+        self.feature_channels = self.backbone.tap_channels[tap]
         roi_features = self.feature_channels * roi_size * roi_size
         self.fc4 = nn.Sequential(nn.Linear(roi_features, 512), nn.ReLU(inplace=True))
         self.fc5 = nn.Sequential(nn.Dropout(dropout), nn.Linear(512, 512), nn.ReLU(inplace=True))
         self.fc6 = nn.ModuleList([self._branch(dropout) for _ in range(domains)])
-        self.geometry = FeatureGeometry.of(nn.Sequential(self.conv1, self.conv2, self.conv3))
         # Marks our own files (BGR input) apart from py-MDNet's bare state dicts (RGB input).
         self.register_buffer("input_bgr", torch.ones(()))
-        self.reset_parameters()
+        for module in (self.fc4, self.fc5):
+            for layer in module:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, std=0.01)
+                    nn.init.zeros_(layer.bias)
+        self._geometry: dict[int | None, FeatureGeometry] = {}
 
     @staticmethod
     def _branch(dropout: float = 0.5) -> nn.Sequential:
@@ -93,17 +183,10 @@ class FDNNet(nn.Module):
         nn.init.zeros_(branch[1].bias)
         return branch
 
-    def reset_parameters(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+    def geometry(self, input_size: int | None = None) -> FeatureGeometry:
+        if input_size not in self._geometry:
+            self._geometry[input_size] = self.backbone.geometry(self.tap, input_size)
+        return self._geometry[input_size]
 
     def new_branches(self, domains: int) -> None:
         """Replace fc6 by `domains` freshly initialised branches (tracking: one)."""
@@ -111,17 +194,17 @@ class FDNNet(nn.Module):
         self.fc6 = nn.ModuleList([self._branch(self.fc5[0].p) for _ in range(domains)]).to(device)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W (mean already subtracted) -> B x 512 x H/16 x W/16 conv3 maps."""
-        return self.conv3(self.conv2(self.conv1(images)))
+        """B x 3 x H x W BGR 0..255 -> the shared layers' maps (B x C x H/16 x W/16 for VGG-M)."""
+        return self.backbone.extract(images, self.tap)
 
     def rois(self, features: torch.Tensor, boxes_xyxy: torch.Tensor, method: str = "align",
-             sampling: int = 2) -> torch.Tensor:
-        """B x N x 4 pixel-edge boxes (in the network input) -> (B*N) x 4608 RoI features."""
-        pooled = pool_rois(features, self.geometry.to_features(boxes_xyxy), method, self.roi_size, sampling)
-        return pooled.flatten(1)
+             sampling: int = 2, input_size: int | None = None) -> torch.Tensor:
+        """B x N x 4 pixel-edge boxes (in the network input) -> (B*N) x C*out*out RoI features."""
+        cells = self.geometry(input_size).to_features(boxes_xyxy)
+        return pool_rois(features, cells, method, self.roi_size, sampling).flatten(1)
 
     def head(self, roi_features: torch.Tensor, domain: int = 0) -> torch.Tensor:
-        """(N x 4608) -> N x 2 logits (background, target) of branch `domain`."""
+        """(N x C*out*out) -> N x 2 logits (background, target) of branch `domain`."""
         return self.fc6[domain](self.fc5(self.fc4(roi_features)))
 
 
@@ -131,89 +214,31 @@ def target_scores(logits: torch.Tensor) -> torch.Tensor:
 
 
 # --- weights I/O ------------------------------------------------------------------------------
-SHARED_PREFIXES = ("conv1.", "conv2.", "conv3.", "fc4.", "fc5.")
-
-
-def detect_norm(state: dict[str, torch.Tensor]) -> str:
-    """Batch norm leaves running statistics in a state dict; LRN has no parameters."""
-    return "batch" if any(k.endswith("running_mean") for k in state) else "lrn"
-
-
-def state_dict_from_py_mdnet(source: dict) -> dict[str, torch.Tensor]:
-    """py-MDNet's `.pth` ({'shared_layers': {...}} or a bare state dict with 'conv1.0.weight',
-    'fc4.0.weight', 'fc5.1.weight', ...). py-MDNet feeds RGB - 128; ours is BGR - 128, so
-    conv1's input channels are swapped."""
-    shared = source.get("shared_layers", source) if isinstance(source, dict) else source
-    state = {k: v for k, v in shared.items() if k.startswith(SHARED_PREFIXES)}
-    if "conv1.0.weight" not in state:
-        raise WeightsError("not a py-MDNet state dict: no conv1.0.weight")
-    state["conv1.0.weight"] = state["conv1.0.weight"][:, [2, 1, 0]]
-    return state
-
-
-def _mat_average_colour(path: Path) -> np.ndarray | None:
-    """The RGB mean a MatConvNet classification net subtracts (net.meta.normalization or
-    net.normalization .averageImage), or None."""
-    from scipy.io import loadmat
-
-    net = mat_net(loadmat(str(path), squeeze_me=True, struct_as_record=False))
-    for holder in (getattr(getattr(net, "meta", None), "normalization", None), getattr(net, "normalization", None)):
-        average = getattr(holder, "averageImage", None)
-        if average is not None:
-            average = np.asarray(average, dtype=np.float64)
-            return average.reshape(-1, 3).mean(axis=0) if average.size >= 3 else np.full(3, float(average))
-    return None
-
-
-def state_dict_from_matconvnet(params: dict[str, np.ndarray], average_rgb: np.ndarray | None = None,
-                               input_mean: float = 128.0) -> dict[str, torch.Tensor]:
-    """MatConvNet VGG-M (`imagenet-vgg-m.mat`: conv1..conv3 of a longer net) or MDNet's own
-    `.mat` (conv1..conv3, fc4, fc5 stored as 3x3 / 1x1 convolutions).
-
-    Their input is RGB minus `average_rgb` (VGG-M) or minus 128 (MDNet); ours is BGR minus
-    `input_mean`. conv1's channels are swapped, and the difference of means is folded into
-    conv1's bias (exact: conv1 has no padding)."""
-    state: dict[str, torch.Tensor] = {}
-    try:
-        for index in (1, 2, 3):
-            weight = matconvnet_conv_weight(params[f"conv{index}f"])
-            bias = torch.from_numpy(np.asarray(params[f"conv{index}b"], np.float32).reshape(-1))
-            if index == 1:
-                if average_rgb is not None:
-                    shift = torch.as_tensor(input_mean - np.asarray(average_rgb, np.float64), dtype=torch.float32)
-                    bias = bias + (weight.sum(dim=(2, 3)) * shift).sum(dim=1)
-                weight = weight[:, [2, 1, 0]]
-            state[f"conv{index}.0.weight"] = weight
-            state[f"conv{index}.0.bias"] = bias
-    except KeyError as missing:
-        raise WeightsError(f"MatConvNet weights lack parameter {missing}") from None
-    for name, key in (("fc4", "fc4.0"), ("fc5", "fc5.1")):
-        if f"{name}f" in params:
-            filters = matconvnet_conv_weight(params[f"{name}f"])  # Cout x Cin x h x w
-            state[f"{key}.weight"] = filters.reshape(filters.shape[0], -1)
-            state[f"{key}.bias"] = torch.from_numpy(np.asarray(params[f"{name}b"], np.float32).reshape(-1))
-    return state
+SHARED_PREFIXES = ("backbone.", "fc4.", "fc5.")
+VGGM_LAYER_PREFIXES = ("conv1.", "conv2.", "conv3.")
 
 
 def load_fdn_state(path: str | Path, input_mean: float = 128.0) -> dict[str, torch.Tensor]:
-    """Shared-layer tensors of our checkpoints, py-MDNet `.pth` or MatConvNet `.mat`. A file
-    without fc4/fc5 (VGG-M) leaves them to their random initialisation, as sec. 4.5 does."""
-    path = Path(path)
-    if path.suffix.lower() == ".mat":
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} not found")
-        return state_dict_from_matconvnet(load_matconvnet_params(path), _mat_average_colour(path), input_mean)
-    state = load_torch_state_dict(path)  # unwraps py-MDNet's {'shared_layers': ...} too
-    if "input_bgr" not in state:  # not written by FDNNet: py-MDNet's layout, RGB input
-        return state_dict_from_py_mdnet(state)
+    """Shared-layer tensors (`backbone.*`, fc4, fc5) of our checkpoints, py-MDNet `.pth` or
+    MatConvNet `.mat`, in FDNNet's names. VGG-M-shaped files name the conv layers `convN.*`
+    (ours before 2026-12 and MDNet's): they become `backbone.convN.*`. A file without fc4 /
+    fc5 (VGG-M) leaves them to their random initialisation, as sec. 4.5 does."""
+    state = load_vggm_state(path, input_mean) if Path(path).suffix.lower() == ".mat" else None
+    if state is None:
+        from ..weights import load_torch_state_dict
+
+        raw = load_torch_state_dict(path)
+        state = raw if any(k.startswith("backbone.") for k in raw) else load_vggm_state(path, input_mean)
+    state = {("backbone." + k if k.startswith(VGGM_LAYER_PREFIXES) else k): v for k, v in state.items()}
     return {k: v for k, v in state.items() if k.startswith(SHARED_PREFIXES)}
 
 
 def build_fdn_net(path: str | Path, input_mean: float = 128.0) -> FDNNet:
-    """An FDNNet with the file's shared layers, the normalisation the file implies and one
-    fresh fc6 branch."""
+    """An FDNNet on VGG-M conv1-3 with the file's shared layers, the normalisation the file
+    implies and one fresh fc6 branch."""
     state = load_fdn_state(path, input_mean)
-    net = FDNNet(domains=1, norm=detect_norm(state))
+    backbone = build_backbone("vggm", "random", norm=detect_norm(state), input_mean=input_mean)
+    net = FDNNet(backbone, "conv3", domains=1)
     state = {k: v.float() for k, v in state.items()}
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
@@ -263,9 +288,8 @@ def _deltas(boxes: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 # --- tracker (sec. 3.4) ---------------------------------------------------------------------------
 @dataclass
-class FDNConfig(TrackerConfig):
-    weights: str = ""  # empty: the packaged vtrack_core/weights/fdn.pt
-    half: bool = False  # fp16 convolutions on CUDA (fc layers and their training stay fp32)
+class FDNConfig(DeepTrackerConfig):
+    backbone: str = "vggm"  # conv1-3 of VGG-M (the paper's; ours trained from scratch)
     roi_method: str = "align"  # align: max-RoIAlign (paper) | pool: RoIPool (the paper's comparison)
     roi_sampling: int = 2  # bilinear points per bin side (2 x 2, sec. 3.2)
     input_mean: float = 128.0  # subtracted from 0..255 BGR (MDNet)
@@ -336,48 +360,51 @@ class UpdateRecord:
 UPDATE_HISTORY = 10_000  # records kept; totals cover the whole track
 
 
-class FDNTracker(Tracker):
+class FDNTracker(DeepTracker):
     name = "fdn"
     config_class = FDNConfig
+    weights_formats = "our checkpoints, py-MDNet .pth, MatConvNet VGG-M or MDNet .mat"
 
     def __init__(self, config: FDNConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
         if cfg.roi_method not in ("align", "pool"):
             raise ValueError(f"fdn: roi_method must be 'align' or 'pool', got {cfg.roi_method!r}")
-        self.device = resolve_device(cfg.device)
-        self.conv_dtype = torch.float16 if cfg.half and self.device.type == "cuda" else torch.float32
-        weights = Path(cfg.weights) if cfg.weights else DEFAULT_WEIGHTS
-        if not weights.is_file():
-            raise WeightsError(
-                f"fdn: no weights at {weights}; train them with `vtrack train fdn` or set weights=FILE "
-                "(our checkpoints, py-MDNet .pth, MatConvNet VGG-M or MDNet .mat)"
-            )
-        self.base = build_fdn_net(weights, cfg.input_mean)
+        if cfg.backbone != "vggm":
+            raise ValueError(f"fdn: backbone must be vggm, got {cfg.backbone!r}")
+        self.base = build_fdn_net(self.weights_path(), cfg.input_mean)
         self.region_px = int(16 * math.ceil(cfg.target_px * cfg.search_scale / 16))
         self.updates: deque[UpdateRecord] = deque(maxlen=UPDATE_HISTORY)
         self.update_totals = {"updates": 0, "iterations": 0, "seconds": 0.0}
+        self.reported = np.zeros(4)
+
+    @property
+    def target(self) -> np.ndarray:
+        """The state as x, y, w, h (the sampler's and the RoI layer's boxes)."""
+        return np.concatenate([self.center - self.target_size / 2, self.target_size])
+
+    def _set_target(self, box_xywh: np.ndarray) -> None:
+        self.center = box_xywh[:2] + box_xywh[2:] / 2
+        self.target_size = np.array(box_xywh[2:], dtype=np.float64)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _region(self, frame: torch.Tensor, box: np.ndarray) -> tuple[torch.Tensor, np.ndarray, float]:
-        """Search region around `box`: (conv3 features, region origin in the image, input
-        pixels per image pixel)."""
-        centre = box[:2] + box[2:] / 2
-        zoom = self.config.target_px / float(box[2:].mean())
+    def _region(self, frame: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, float]:
+        """Search region around the target: (the shared layers' features, region origin in
+        the image, input pixels per image pixel)."""
+        zoom = self.config.target_px / float(self.target_size.mean())
         side = self.region_px / zoom
-        crop = crop_and_resize(frame, torch.as_tensor(centre - 0.5, device=self.device, dtype=torch.float32),
+        crop = crop_and_resize(frame, torch.as_tensor(self.center - 0.5, device=self.device, dtype=torch.float32),
                                torch.tensor([side], device=self.device, dtype=torch.float32), self.region_px,
                                self.fill)
-        crop = (crop - self.config.input_mean).to(self.conv_dtype)
         with torch.no_grad():
             features = self.net.features(crop.contiguous(memory_format=torch.channels_last)).float()
-        return features, centre - side / 2, zoom
+        return features, self.center - side / 2, zoom
 
     def _roi_features(self, features: torch.Tensor, origin: np.ndarray, zoom: float, boxes: np.ndarray) -> torch.Tensor:
         xyxy = (xywh_to_xyxy(boxes) - np.tile(origin, 2)) * zoom
         rois = torch.as_tensor(xyxy, dtype=torch.float32, device=self.device).unsqueeze(0)
         with torch.no_grad():
-            return self.net.rois(features, rois, self.config.roi_method, self.config.roi_sampling)
+            return self.net.rois(features, rois, self.config.roi_method, self.config.roi_sampling, self.region_px)
 
     def _scores(self, roi_features: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -461,24 +488,22 @@ class FDNTracker(Tracker):
                   score, iterations, loss, record.seconds)
 
     # -- Tracker -----------------------------------------------------------------------------
-    def _init(self, image: np.ndarray, box: Box) -> None:
+    def _start(self, frame: torch.Tensor, image: np.ndarray) -> None:
         cfg = self.config
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         # A private copy of the network: the fc layers are fine-tuned for this target only.
         self.net = copy.deepcopy(self.base).to(self.device)
         self.net.new_branches(1)
-        for layer in (self.net.conv1, self.net.conv2, self.net.conv3):  # fixed while tracking (sec. 3.4)
-            layer.to(self.conv_dtype, memory_format=torch.channels_last).requires_grad_(False)
+        # The shared layers stay fixed while tracking (sec. 3.4).
+        self.net.backbone.to(self.dtype, memory_format=torch.channels_last).requires_grad_(False)
         self.net.eval()
         self.optimizer = torch.optim.SGD(
             [{"params": list(self.net.fc4.parameters()) + list(self.net.fc5.parameters()), "lr_mult": 1.0},
              {"params": self.net.fc6.parameters(), "lr_mult": cfg.fc6_lr_mult}],
             lr=cfg.lr_init, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        frame = image_to_tensor(image, self.device)
-        self.fill = frame.mean(dim=(2, 3)).reshape(3)
-        target = np.array(box.xywh(), dtype=np.float64)
-        features, origin, zoom = self._region(frame, target)
+        target = self.target
+        features, origin, zoom = self._region(frame)
         height, width = image.shape[:2]
         bounds = self._region_bounds(origin, zoom, width, height)
         pos = draw_with_overlap(self.rng, target, cfg.pos_init, SampleSpec("gaussian", cfg.pos_init_trans, cfg.pos_init_scale),
@@ -510,14 +535,16 @@ class FDNTracker(Tracker):
         long_frames = max(cfg.long_frames, 1)
         self.pos_memory: deque[torch.Tensor] = deque([pos_features], maxlen=long_frames)
         self.neg_memory: deque[torch.Tensor] = deque([neg_features[: cfg.neg_update]], maxlen=max(cfg.short_frames, 1))
-        self.target = target
+        self.reported = target
         self.trans = cfg.trans
 
-    def _update(self, image: np.ndarray) -> tuple[Box, float]:
+    def reported_box(self) -> Box:
+        return Box(*self.reported)
+
+    def _track(self, frame: torch.Tensor, image: np.ndarray) -> float:
         cfg = self.config
         height, width = image.shape[:2]
-        frame = image_to_tensor(image, self.device)
-        features, origin, zoom = self._region(frame, self.target)
+        features, origin, zoom = self._region(frame)
         bounds = np.array([0.0, 0.0, float(width), float(height)])
         candidates = draw_boxes(self.rng, self.target, cfg.candidates, SampleSpec("gaussian", self.trans, cfg.scale), bounds, MIN_SIDE)
         roi_features = self._roi_features(features, origin, zoom, candidates)
@@ -529,8 +556,9 @@ class FDNTracker(Tracker):
         # The state the next frame samples around is the mean of the best candidates (their
         # aspect ratio is the first frame's); box regression refines only the reported box,
         # as MDNet does, so its errors cannot accumulate into the state.
-        self.target = clip_boxes(candidates[top_index_np].mean(axis=0), bounds, MIN_SIDE)[0]
-        reported = self.target
+        state = clip_boxes(candidates[top_index_np].mean(axis=0), bounds, MIN_SIDE)[0]
+        self._set_target(state)
+        reported = state
         if success:
             self.trans = cfg.trans
             if self.regressor is not None:
@@ -541,13 +569,13 @@ class FDNTracker(Tracker):
         frame_number = self.frame_index + 1
         if success:
             region_bounds = self._region_bounds(origin, zoom, width, height)
-            self._collect(features, origin, zoom, self.target, region_bounds)
+            self._collect(features, origin, zoom, state, region_bounds)
         if not success:
             self._update_fc("short", score)  # the dynamic update of sec. 3.4
         elif cfg.long_interval > 0 and frame_number % cfg.long_interval == 0:
             self._update_fc("long", score)
-        x, y, w, h = reported
-        return Box(x, y, w, h), 1.0 / (1.0 + math.exp(-max(min(score, 50.0), -50.0)))
+        self.reported = reported
+        return 1.0 / (1.0 + math.exp(-max(min(score, 50.0), -50.0)))
 
     def update_iterations(self) -> dict[str, float]:
         """Online fine-tuning effort since init (the paper's Table 1 in summary)."""

@@ -63,111 +63,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..boxes import Box
-from ..config import TrackerConfig
-from ..device import resolve_device
-from ..ops.correlation_filter import FilterState, gaussian_label, hann_window, learn_filter, peak_offset, respond
-from ..ops.crops import crop_and_resize, image_to_tensor
-from ..ops.scales import penalise_scale_change
-from ..ops.deform_conv import DeformConv2d
-from ..tracker import Tracker
+from ..backbones import build_backbone
+from ..backbones.resnet import ResNetOS8, output_size
+from ..deep_tracker import DeepTracker, DeepTrackerConfig
+from ..ops.crops import crop_and_resize
+from ..ops.maps import gaussian_label, hann_window
+from ..ops.scales import ScalePyramid
 from ..weights import WeightsError, load_torch_state_dict
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "rar.pt"
-IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
-IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
-
-# (stem channels, bottleneck widths per stage, blocks per stage); outputs are 4 x width.
-BACKBONE_SPECS: dict[str, tuple[int, tuple[int, int, int, int], tuple[int, int, int, int]]] = {
-    "resnet50": (64, (64, 128, 256, 512), (3, 4, 6, 3)),
-    "light": (16, (16, 32, 64, 128), (1, 2, 2, 1)),
-}
-EXPANSION = 4
-
-
-# --- backbone (sec. 3.1, Table 1) --------------------------------------------------------------
-class Bottleneck(nn.Module):
-    """1x1 -> 3x3 -> 1x1 with batch norm, and a shortcut; torchvision's names."""
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1, pad: int = 1, trim: int = 0,
-                 deformable: bool = False, downsample: bool = False) -> None:
-        super().__init__()
-        out_channels = width * EXPANSION
-        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        if deformable:
-            self.conv2: nn.Module = DeformConv2d(width, width, 3, stride, pad)
-        else:
-            self.conv2 = nn.Conv2d(width, width, 3, stride, pad, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.trim = trim  # shortcut skips the outer `trim` px so it stays centred with conv2
-        self.downsample = (nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                         nn.BatchNorm2d(out_channels)) if downsample else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        shortcut = x[:, :, self.trim:x.shape[2] - self.trim, self.trim:x.shape[3] - self.trim] if self.trim else x
-        if self.downsample is not None:
-            shortcut = self.downsample(shortcut)
-        return self.relu(out + shortcut)
-
-
-class ResNetOS8(nn.Module):
-    """Modified ResNet-50 (or its light variant): returns conv3_x, conv4_x, conv5_x outputs,
-    all at stride 8 (31 x 31 for a 255 input, 27 x 27 for 225)."""
-
-    total_stride = 8
-
-    def __init__(self, variant: str = "resnet50") -> None:
-        super().__init__()
-        if variant not in BACKBONE_SPECS:
-            raise ValueError(f"unknown RAR backbone {variant!r}; choose one of {', '.join(BACKBONE_SPECS)}")
-        stem, widths, blocks = BACKBONE_SPECS[variant]
-        self.variant = variant
-        self.conv1 = nn.Conv2d(3, stem, 7, 2, 2, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2)
-        channels = stem
-        stages = []
-        for index, (width, count) in enumerate(zip(widths, blocks)):
-            layer = []
-            for block in range(count):
-                first = block == 0
-                stride = 2 if (first and index == 1) else 1  # only conv3_1 keeps its stride
-                layer.append(Bottleneck(
-                    channels, width, stride=stride, pad=0 if stride == 2 else 1, trim=1 if stride == 2 else 0,
-                    deformable=first and index == 2, downsample=first,
-                ))
-                channels = width * EXPANSION
-            stages.append(nn.Sequential(*layer))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.level_channels = tuple(w * EXPANSION for w in widths[1:])
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN_RGB).reshape(1, 3, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD_RGB).reshape(1, 3, 1, 1) * 255.0, persistent=False)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        for module in self.modules():  # offsets start at zero: an ordinary convolution
-            if isinstance(module, DeformConv2d):
-                nn.init.zeros_(module.offset.weight)
-                nn.init.zeros_(module.offset.bias)
-
-    def prepare(self, bgr: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W BGR 0..255 -> RGB normalised as for torchvision's ImageNet weights."""
-        return (bgr.flip(1) - self.mean) / self.std
-
-    def forward(self, bgr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(self.prepare(bgr)))))
-        conv3 = self.layer2(self.layer1(x))
-        conv4 = self.layer3(conv3)
-        conv5 = self.layer4(conv4)
-        return conv3, conv4, conv5
+BACKBONES = {"light": "resnet_light", "resnet50": "resnet50"}  # RARConfig.backbone -> backbones registry
 
 
 FEATURE_STRIDE = 8  # input pixels between neighbouring cells of the conv3-conv5 maps
@@ -186,28 +90,10 @@ def cell_pixels(patch_side: float, input_size: int) -> float:
     return patch_side * FEATURE_STRIDE / input_size
 
 
-def output_size(input_size: int) -> int:
-    """Side of the stride-8 maps for a square input of `input_size` px."""
-    side = (input_size + 4 - 7) // 2 + 1  # conv1, padding 2
-    side = (side - 3) // 2 + 1  # max-pool, no padding
-    return (side - 3) // 2 + 1  # conv3_1's 3x3, stride 2, no padding
-
-
 def load_torchvision_resnet50(backbone: ResNetOS8, path: str | Path) -> list[str]:
-    """Load a torchvision `resnet50` state dict (e.g. resnet50-*.pth) into the backbone. The
-    classifier (`fc.*`) is dropped; the deformable offsets, absent there, stay zero. Returns
-    the names that were left at their initial values."""
-    state = {k: v.float() for k, v in load_torch_state_dict(path).items() if not k.startswith("fc.")}
-    try:
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shapes of another width (e.g. resnet50 into the light variant)
-        raise WeightsError(f"{path}: does not fit the {backbone.variant} backbone: {str(error).splitlines()[1].strip()}") from None
-    unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if unexpected or any(".offset." not in k for k in missing):
-        raise WeightsError(f"{path}: not a torchvision resnet50 state dict for the {backbone.variant} backbone "
-                           f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
-    return missing
+    """Load a torchvision `resnet50` state dict into the backbone (see `ResNetOS8.load`);
+    returns the names left at their initial values (the deformable offsets)."""
+    return backbone.load(path)
 
 
 # --- hierarchical attention (sec. 3.2) -----------------------------------------------------------
@@ -320,30 +206,23 @@ class Switches:
 class RARNet(nn.Module):
     """Backbone -> per-level attention -> refinement: the features the correlation layer reads."""
 
+    taps = ("layer2", "layer3", "layer4")  # conv3_x, conv4_x, conv5_x
+
     def __init__(self, backbone: str = "light", feature_channels: int = 64, lstm_hidden: int = 32) -> None:
         super().__init__()
-        self.backbone = ResNetOS8(backbone)
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown RAR backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+        self.backbone: ResNetOS8 = build_backbone(BACKBONES[backbone], "random")  # type: ignore[assignment]
         self.attention = nn.ModuleList([LevelAttention(c, lstm_hidden) for c in self.backbone.level_channels])
         self.refine = Refinement(self.backbone.level_channels, feature_channels)
         self.switches = Switches()
-        # Module-name prefixes whose batch norm stays in eval mode while the rest trains:
-        # stages frozen with ImageNet weights must normalise with ImageNet's statistics, as
-        # the tracker will, not with each training batch's.
-        self.frozen_norm_prefixes: tuple[str, ...] = ()
-
-    def train(self, mode: bool = True) -> "RARNet":
-        super().train(mode)
-        if mode and self.frozen_norm_prefixes:
-            for name, module in self.named_modules():
-                if name.startswith(self.frozen_norm_prefixes) and isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
 
     def forward(self, images: torch.Tensor, state: list[LSTMState | None] | None = None
                 ) -> tuple[torch.Tensor, list[LSTMState | None]]:
         """images: B x 3 x H x W BGR 0..255; state: per level, from the previous frame (None: a
         fresh track). Returns the B x D x S x S features and the new state of every level."""
-        levels = self.backbone(images)
+        maps = self.backbone(images, self.taps)
+        levels = [maps[t] for t in self.taps]
         state = state if state is not None else [None] * len(levels)
         sw = self.switches
         attended, new_state = [], []
@@ -357,6 +236,113 @@ class RARNet(nn.Module):
 def select_state(state: list[LSTMState | None], index: int) -> list[LSTMState | None]:
     """The state of one patch of a batch (kept with its batch dimension)."""
     return [None if s is None else (s[0][index:index + 1], s[1][index:index + 1]) for s in state]
+
+
+# --- contextual attentional correlation filter (sec. 3.3) --------------------------------------
+# A differentiable discriminative correlation filter with context (CACF, Mueller et al. 2017),
+# the decision layer of RAR (Gao et al., sec. 3.3). Shared by the tracker and its training.
+#
+# Conventions. Feature maps are real, B x C x S x S with S odd; the filter acts by circular
+# cross-correlation, g(n) = sum_l sum_m w_l(m) x_l(m + n), i.e. g^ = sum_l conj(w^_l) x^_l in the
+# Fourier domain (`torch.fft.rfft2`, so only S x (S//2 + 1) frequencies are stored). The desired
+# response y is a Gaussian centred on the middle cell c = (S - 1) / 2: a target moved by d cells
+# from the centre of the training patch answers with a peak at c + d.
+#
+# Closed form (eq. 7). For template patches z_0 (target in the middle) and context patches z_i
+# (around it) of T frames with weights beta_t, per frequency,
+#
+#     w^_l = sum_t beta_t z^_{0,t,l} conj(y^) / (sum_t beta_t (sum_l |z^_{0,t,l}|^2
+#            + lambda2 sum_i sum_l |z^_{i,t,l}|^2) + lambda1).
+#
+# For one channel this is exactly the CACF solution; for C channels the channel energies are
+# summed in one shared denominator, the usual multi-channel approximation (DCFNet, CFNet)
+# that keeps the solve per frequency. The filter is kept as numerator and denominator
+# (`FilterState`) so that the T-frame sum is a running sum: online, beta_t decays
+# geometrically (each frame's patches enter with weight `rate`, older ones are multiplied by
+# 1 - rate), which updates the filter every frame without touching the backbone.
+#
+# Gradients. Everything is torch.fft, so autograd differentiates the layer end to end. The
+# gradient with respect to the search features is the paper's eq. 9 (first line):
+# dL/dphi_l(x) = 2 F^-1((g^ - y^) w^_l) for L = ||g - y||^2; `search_gradient` writes it out
+# and the tests compare it with autograd, and the template / context gradients with finite
+# differences.
+
+
+@dataclass
+class FilterState:
+    """Numerator (B x C x S x S//2+1, complex) and denominator (B x 1 x S x S//2+1, real)
+    of eq. 7 without lambda1, which `respond` adds."""
+
+    numerator: torch.Tensor
+    denominator: torch.Tensor
+
+    def blend(self, new: "FilterState", rate: float) -> "FilterState":
+        """Running beta_t-weighted sum: old frames * (1 - rate) + the new frame * rate."""
+        return FilterState((1.0 - rate) * self.numerator + rate * new.numerator,
+                           (1.0 - rate) * self.denominator + rate * new.denominator)
+
+
+def learn_filter(template: torch.Tensor, label: torch.Tensor, context: torch.Tensor | None = None,
+                 lambda2: float = 0.1) -> FilterState:
+    """Eq. 7 for one frame per item. template: B x C x S x S (windowed features of z_0);
+    context: B x k x C x S x S (of z_1..z_k) or None (a plain DCF); label: S x S or B x S x S."""
+    spectrum = torch.fft.rfft2(template)
+    label_spectrum = torch.fft.rfft2(label)
+    if label_spectrum.dim() == 3:
+        label_spectrum = label_spectrum.unsqueeze(1)
+    numerator = spectrum * torch.conj(label_spectrum)
+    denominator = (spectrum.real ** 2 + spectrum.imag ** 2).sum(dim=1, keepdim=True)
+    if context is not None and context.shape[1] > 0 and lambda2 > 0:
+        context_spectrum = torch.fft.rfft2(context)
+        energy = (context_spectrum.real ** 2 + context_spectrum.imag ** 2).sum(dim=(1, 2))
+        denominator = denominator + lambda2 * energy.unsqueeze(1)
+    return FilterState(numerator, denominator)
+
+
+def respond(state: FilterState, search: torch.Tensor, lambda1: float = 1e-4) -> torch.Tensor:
+    """Eq. 5: g = F^-1(sum_l conj(w^_l) x^_l). search: N x C x S x S where N is the filter's
+    batch B or a multiple of it (several scales per filter, filters repeated in order), or
+    B == 1 (one filter for all). Returns N x S x S."""
+    size = search.shape[-1]
+    numerator, denominator = state.numerator, state.denominator
+    if numerator.shape[0] not in (1, search.shape[0]):
+        repeats = search.shape[0] // numerator.shape[0]
+        numerator = numerator.repeat_interleave(repeats, dim=0)
+        denominator = denominator.repeat_interleave(repeats, dim=0)
+    product = (torch.conj(numerator) * torch.fft.rfft2(search)).sum(dim=1) / (denominator[:, 0] + lambda1)
+    return torch.fft.irfft2(product, s=(search.shape[-2], size))
+
+
+def filter_spectrum(state: FilterState, lambda1: float = 1e-4) -> torch.Tensor:
+    """w^ itself (B x C x S x S//2+1), for inspection and the gradient check."""
+    return state.numerator / (state.denominator + lambda1)
+
+
+def search_gradient(state: FilterState, search: torch.Tensor, label: torch.Tensor, lambda1: float = 1e-4) -> torch.Tensor:
+    """Eq. 9, first line, for L = sum ||g(x) - y||^2: dL/dphi_l(x) = 2 F^-1((g^ - y^) w^_l)."""
+    residual = respond(state, search, lambda1) - label
+    spectrum = torch.fft.rfft2(residual).unsqueeze(1) * filter_spectrum(state, lambda1)
+    return 2.0 * torch.fft.irfft2(spectrum, s=search.shape[-2:])
+
+
+def peak_offset(response: torch.Tensor) -> tuple[float, float, float]:
+    """(row, col) of the maximum of an S x S response relative to the middle cell, refined to
+    sub-cell precision by a parabola through the peak and its neighbours (circularly), and the
+    peak value."""
+    size_r, size_c = response.shape
+    flat = int(torch.argmax(response))
+    row, col = divmod(flat, size_c)
+    window = response[[(row - 1) % size_r, row, (row + 1) % size_r]][:, [(col - 1) % size_c, col, (col + 1) % size_c]]
+    values = window.double().cpu().numpy()
+    peak = values[1, 1]
+
+    def vertex(left: float, right: float) -> float:
+        curvature = left - 2.0 * peak + right
+        return 0.0 if curvature >= 0 else float(0.5 * (left - right) / curvature)
+
+    sub_row = row + vertex(values[0, 1], values[2, 1])
+    sub_col = col + vertex(values[1, 0], values[1, 2])
+    return sub_row - (size_r - 1) / 2.0, sub_col - (size_c - 1) / 2.0, float(peak)
 
 
 # --- weights ---------------------------------------------------------------------------------------
@@ -381,12 +367,10 @@ def load_rar_weights(net: RARNet, path: str | Path) -> None:
 
 # --- tracker (sec. 3.3-3.4) ------------------------------------------------------------------------
 @dataclass
-class RARConfig(TrackerConfig):
-    weights: str = ""  # empty: the packaged vtrack_core/weights/rar.pt (light backbone)
-    backbone: str = "light"  # light | resnet50 (needs weights: ImageNet ones cannot be had here)
+class RARConfig(DeepTrackerConfig):
+    backbone: str = "light"  # light (resnet_light) | resnet50 (needs weights: ImageNet ones cannot be had here)
     feature_channels: int = 64  # refinement output
     lstm_hidden: int = 32
-    half: bool = False  # fp16 backbone on CUDA (the correlation layer stays fp32)
     input_size: int = 225  # patches resized to 225 x 225 (sec. 3.4)
     padding: float = 2.0  # patch side = (1 + padding) * sqrt(w * h) ("padding size of 2x")
     context_patches: int = 4  # k: left, right, above, below the target, one target size away
@@ -428,35 +412,27 @@ def update_weight(rate_per_frame: float, interval: int) -> float:
     return 1.0 - (1.0 - rate_per_frame) ** max(1, interval)
 
 
-class RARTracker(Tracker):
+class RARTracker(DeepTracker):
     name = "rar"
     config_class = RARConfig
+    weights_formats = "our exports (vtrack train rar), or a torchvision resnet50 state dict for the backbone alone"
 
     def __init__(self, config: RARConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
         if cfg.correlation not in ("cacf", "dcf"):
             raise ValueError(f"rar: correlation must be cacf or dcf, got {cfg.correlation!r}")
-        self.device = resolve_device(cfg.device)
-        self.dtype = torch.float16 if cfg.half and self.device.type == "cuda" else torch.float32
-        weights = Path(cfg.weights) if cfg.weights else DEFAULT_WEIGHTS
-        if not weights.is_file():
-            raise WeightsError(f"rar: no weights at {weights}; train them with `vtrack train rar` or set weights=FILE")
         self.net = RARNet(cfg.backbone, cfg.feature_channels, cfg.lstm_hidden)
-        load_rar_weights(self.net, weights)
+        load_rar_weights(self.net, self.weights_path())
         self.net.switches = Switches(cfg.inter_attention, cfg.channel_attention, cfg.spatial_attention, cfg.hierarchical)
         # channels_last: oneDNN (CPU) and cuDNN run these convolutions faster in NHWC.
         self.net.to(self.device, self.dtype, memory_format=torch.channels_last).eval()
         self.size = output_size(cfg.input_size)
-        self.window = hann_window(self.size, self.device)
+        self.window = hann_window(self.size, device=self.device)
         self.label = gaussian_label(self.size, label_sigma_cells(cfg.label_sigma, cfg.input_size, cfg.padding),
                                     device=self.device)
-        exponents = np.arange(cfg.scale_num) - (cfg.scale_num - 1) // 2
-        self.scale_factors = np.array([cfg.scale_step ** float(e) for e in exponents])
-        self.scale_penalties = torch.as_tensor(np.where(exponents == 0, 1.0, cfg.scale_penalty),
-                                               device=self.device, dtype=torch.float32)
+        self.scales = ScalePyramid(cfg.scale_num, cfg.scale_step, cfg.scale_penalty, cfg.scale_lr, self.device)
         self.contexts = 0 if cfg.correlation == "dcf" else cfg.context_patches
-
 
     def _patch_side(self) -> float:
         return (1.0 + self.config.padding) * math.sqrt(float(self.target_size[0] * self.target_size[1]))
@@ -479,36 +455,28 @@ class RARTracker(Tracker):
         return learn_filter(features[:1], self.label, context, self.config.lambda2), new_state
 
     @torch.inference_mode()
-    def _init(self, image: np.ndarray, box: Box) -> None:
-        self.center = np.array(box.center, dtype=np.float64)
-        self.target_size = np.array([box.w, box.h], dtype=np.float64)
-        frame = image_to_tensor(image, self.device)  # float32: crops are placed at full precision
-        self.fill = frame.mean(dim=(2, 3)).reshape(3)
+    def _start(self, frame: torch.Tensor, image: np.ndarray) -> None:
         filter_state, state = self._learn(frame, None)
         self.filter = filter_state
-        self.state = select_state(state, 0)  # the template patch starts the LSTM
+        self.lstm_state = select_state(state, 0)  # the template patch starts the LSTM
 
     @torch.inference_mode()
-    def _update(self, image: np.ndarray) -> tuple[Box, float]:
+    def _track(self, frame: torch.Tensor, image: np.ndarray) -> float:
         cfg = self.config
-        frame = image_to_tensor(image, self.device)  # float32: crops are placed at full precision
         side = self._patch_side()
-        sides = side * self.scale_factors
+        sides = side * self.scales.factors
         centers = np.repeat(self.center[None], len(sides), axis=0)
-        features, state = self._features(frame, centers, sides, self.state)
+        features, state = self._features(frame, centers, sides, self.lstm_state)
         responses = respond(self.filter, features, cfg.lambda1)  # scales x S x S
-        peaks = penalise_scale_change(responses.amax(dim=(1, 2)), self.scale_penalties)
-        best = int(torch.argmax(peaks))
+        best = int(self.scales.best(responses.amax(dim=(1, 2))))
         d_row, d_col, peak = peak_offset(responses[best])
         cell = cell_pixels(sides[best], cfg.input_size)  # image px per cell at the chosen scale
-        height, width = image.shape[:2]
-        self.center = np.clip(self.center + np.array([d_col, d_row]) * cell, 0, [width - 1, height - 1])
-        self.target_size = np.clip(
-            self.target_size * ((1 - cfg.scale_lr) + cfg.scale_lr * self.scale_factors[best]), 4.0, [width, height])
-        previous = self.state
-        self.state = select_state(state, best)
+        self.center = self.center + np.array([d_col, d_row]) * cell
+        self.target_size = self.scales.new_size(self.target_size, best)
+        self.keep_in_image(image.shape)
+        previous = self.lstm_state
+        self.lstm_state = select_state(state, best)
         if cfg.update_rate > 0 and (self.frame_index + 1) % max(1, cfg.update_interval) == 0:
             new_filter, _ = self._learn(frame, previous)
             self.filter = self.filter.blend(new_filter, update_weight(cfg.update_rate, cfg.update_interval))
-        box = Box.from_center(self.center[0], self.center[1], self.target_size[0], self.target_size[1])
-        return box, peak
+        return peak

@@ -1,4 +1,5 @@
-"""Deformable convolution (Dai et al. 2017), the op RAR puts in conv4_1's 3x3 convolution.
+"""Deformable convolution (Dai et al. 2017), the op RAR puts in conv4_1's 3x3 convolution (the
+backbones build it into the stage a tracker names).
 
 `torchvision.ops.deform_conv2d` is used where torchvision's compiled ops load. Where they do
 not (the CPU machines here have only torchvision's CUDA build, whose library needs CUDA's),
@@ -92,7 +93,7 @@ class DeformConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: int = 1, dilation: int = 1, bias: bool = False) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
