@@ -27,6 +27,8 @@ def main() -> int:
     parser.add_argument("--video", default=str(DEFAULT_VIDEO))
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--max-frames", type=int, default=300)
+    parser.add_argument("--set", action="append", default=[], metavar="PARAM:=VALUE",
+                        help="tracker_node parameter for every run (e.g. device:=cuda, half:=true)")
     args = parser.parse_args()
     from vtrack_core import available_trackers
 
@@ -40,6 +42,7 @@ def main() -> int:
             out = Path(tmp) / tracker
             command = [str(demo), "--tracker", tracker, "--video", args.video, "--rate", str(args.rate),
                        "--max-frames", str(args.max_frames), "--no-overlay", "--out", str(out)]
+            command += [item for setting in args.set for item in ("--set", setting)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{tracker}: failed\n{done.stderr[-2000:]}", file=sys.stderr)

@@ -111,15 +111,16 @@ def test_stages_frozen_with_imagenet_normalise_as_the_tracker_will():
 
     torch.manual_seed(0)
     model = RARNet("light")
-    model.frozen_norm_prefixes = tuple(p.rstrip(".") for p in FROZEN_WITH_IMAGENET)
+    model.backbone.freeze(up_to=FROZEN_WITH_IMAGENET)
+    prefixes = ("backbone.conv1", "backbone.bn1", "backbone.layer1")  # the stem and conv2_x
     images = torch.rand(2, 3, 127, 127) * 255
     model.eval()
     with torch.no_grad():
         expected = model.backbone.layer1(model.backbone.maxpool(model.backbone.relu(model.backbone.bn1(model.backbone.conv1(images)))))
     stored = model.backbone.bn1.running_mean.clone()
     model.train()
-    frozen = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and n.startswith(model.frozen_norm_prefixes)]
-    others = [m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and not n.startswith(model.frozen_norm_prefixes)]
+    frozen = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and n.startswith(prefixes)]
+    others = [m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and not n.startswith(prefixes)]
     assert frozen and all(not dict(model.named_modules())[n].training for n in frozen)
     assert others and all(m.training for m in others)
     with torch.no_grad():

@@ -5,6 +5,6 @@
 #   tools/run_demo.sh [vtrack-demo options: --tracker NAME --video FILE --init x,y,w,h --rate HZ ...]
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$ROOT/tools/setup.sh" --with-demo-video
+bash "$ROOT/tools/setup.sh"
 cd "$ROOT"
 exec "$ROOT/.venv/bin/vtrack-demo" --out "$ROOT/out/demo" "$@"

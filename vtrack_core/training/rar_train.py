@@ -39,10 +39,11 @@ import numpy as np
 import torch
 
 from ..eval.datasets import DatasetError, Sequence
-from ..ops.correlation_filter import gaussian_label, hann_window, learn_filter, respond
+from ..backbones.resnet import output_size
+from ..ops.maps import gaussian_label, hann_window
 from ..ops.crops import warp_crop
 from ..tracker import Tracker
-from ..trackers.rar import cell_pixels, context_offsets, label_sigma_cells, output_size
+from ..trackers.rar import cell_pixels, context_offsets, label_sigma_cells, learn_filter, respond
 from .data import Curation, photometric_jitter, usable_frames
 from .entry import Trainer
 from .loop import TrainingResult
@@ -50,7 +51,7 @@ from .options import BATCH_SIZE, Option, format_default, positive
 
 log = logging.getLogger(__name__)
 
-FROZEN_WITH_IMAGENET = ("backbone.conv1.", "backbone.bn1.", "backbone.layer1.")  # "first two residual blocks"
+FROZEN_WITH_IMAGENET = "layer1"  # the backbone up to conv2_x: "the first two residual blocks" (stem and conv2_x)
 
 
 @dataclass
@@ -185,7 +186,7 @@ class RARLoss:
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         template, context, search, labels = batch["template"], batch["context"], batch["search"], batch["labels"]
         if self._window is None or self._window.device != template.device:
-            self._window = hann_window(self.size, template.device)
+            self._window = hann_window(self.size, device=template.device)
             self._label = gaussian_label(self.size, self.sigma, device=template.device)
         count, contexts = template.shape[0], context.shape[1]
         patches = torch.cat([template, context.flatten(0, 1)]) if contexts else template
@@ -252,13 +253,9 @@ class RARTrainer(Trainer):
         self.frozen: list[str] = []
         if self.backbone_weights:
             load_torchvision_resnet50(model.backbone, self.backbone_weights)
-            for key, parameter in model.named_parameters():
-                if key.startswith(FROZEN_WITH_IMAGENET):
-                    parameter.requires_grad_(False)
-                    self.frozen.append(key)
-            # Frozen stages normalise with ImageNet's statistics in training too (batch norm in
-            # eval mode there), so they compute what the tracker will compute.
-            model.frozen_norm_prefixes = tuple(p.rstrip(".") for p in FROZEN_WITH_IMAGENET)
+            # Frozen stages also normalise with ImageNet's statistics in training (their batch
+            # norms stay in eval mode), so they compute what the tracker will compute.
+            self.frozen = ["backbone." + name for name in model.backbone.freeze(up_to=FROZEN_WITH_IMAGENET)]
         return model
 
     def learning_rates(self) -> tuple[float, float]:
