@@ -39,9 +39,13 @@ class DeepTracker(Tracker):
     config: DeepTrackerConfig
     weights_formats: ClassVar[str] = "our checkpoints"  # what `weights=FILE` may be, for the error message
     trainable: ClassVar[bool] = True  # `vtrack train NAME` makes its weights
+    backbones: ClassVar[tuple[str, ...]] = ()  # the `backbone` settings it runs on
 
     def __init__(self, config: DeepTrackerConfig | None = None) -> None:
         super().__init__(config)
+        if self.backbones and self.config.backbone not in self.backbones:
+            raise ValueError(f"{self.name}: backbone must be one of {', '.join(self.backbones)}, "
+                             f"got {self.config.backbone!r}")
         self.device = resolve_device(self.config.device)
         self.dtype = torch.float16 if self.config.half and self.device.type == "cuda" else torch.float32
         self.center = np.zeros(2)  # target centre (x, y), pixel-edge coordinates

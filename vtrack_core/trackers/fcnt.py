@@ -307,14 +307,13 @@ class FCNTTracker(DeepTracker):
     name = "fcnt"
     config_class = FCNTConfig
     trainable = False
+    backbones = tuple(TWO_LEVELS)
 
     def __init__(self, config: FCNTConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
         if not (cfg.use_gnet or cfg.use_snet):
             raise ValueError("fcnt: use_gnet and use_snet cannot both be off")
-        if cfg.backbone not in TWO_LEVELS:
-            raise ValueError(f"fcnt: backbone must be one of {', '.join(TWO_LEVELS)}, got {cfg.backbone!r}")
         weights = cfg.backbone_weights or cfg.weights or None
         if weights is None and cfg.backbone == "vggm":
             weights = str(PACKAGED_WEIGHTS / "fdn.pt")

@@ -364,14 +364,13 @@ class FDNTracker(DeepTracker):
     name = "fdn"
     config_class = FDNConfig
     weights_formats = "our checkpoints, py-MDNet .pth, MatConvNet VGG-M or MDNet .mat"
+    backbones = ("vggm",)
 
     def __init__(self, config: FDNConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
         if cfg.roi_method not in ("align", "pool"):
             raise ValueError(f"fdn: roi_method must be 'align' or 'pool', got {cfg.roi_method!r}")
-        if cfg.backbone != "vggm":
-            raise ValueError(f"fdn: backbone must be vggm, got {cfg.backbone!r}")
         self.base = build_fdn_net(self.weights_path(), cfg.input_mean)
         self.region_px = int(16 * math.ceil(cfg.target_px * cfg.search_scale / 16))
         self.updates: deque[UpdateRecord] = deque(maxlen=UPDATE_HISTORY)

@@ -36,10 +36,17 @@ def _quiet_opencv() -> None:
 
 
 class _OpenCvTracker(Tracker):
-    """Shared init/update plumbing; subclasses only build the cv2 tracker."""
+    """Shared init/update plumbing. A subclass names its OpenCV class and the config fields
+    copied onto that class's Params (same names), or overrides `_create`."""
+
+    opencv_class: str = ""  # cv2.<name>, whose <name>_Params the settings go to
+    params: tuple[str, ...] = ()  # config fields copied onto the Params
 
     def _create(self) -> cv2.Tracker:
-        raise NotImplementedError
+        params = getattr(cv2, f"{self.opencv_class}_Params")()
+        for name in self.params:
+            setattr(params, name, getattr(self.config, name))
+        return getattr(cv2, self.opencv_class).create(params)
 
     def _score(self, ok: bool) -> float:
         return 1.0 if ok else 0.0
@@ -67,14 +74,8 @@ class CsrtConfig(TrackerConfig):
 class CsrtTracker(_OpenCvTracker):
     name = "csrt"
     config_class = CsrtConfig
-
-    def _create(self) -> cv2.Tracker:
-        params = cv2.TrackerCSRT_Params()
-        params.psr_threshold = self.config.psr_threshold
-        params.use_segmentation = self.config.use_segmentation
-        params.number_of_scales = self.config.number_of_scales
-        params.scale_step = self.config.scale_step
-        return cv2.TrackerCSRT.create(params)
+    opencv_class = "TrackerCSRT"
+    params = ("psr_threshold", "use_segmentation", "number_of_scales", "scale_step")
 
 
 @dataclass
@@ -87,12 +88,8 @@ class KcfConfig(TrackerConfig):
 class KcfTracker(_OpenCvTracker):
     name = "kcf"
     config_class = KcfConfig
-
-    def _create(self) -> cv2.Tracker:
-        params = cv2.TrackerKCF_Params()
-        params.detect_thresh = self.config.detect_thresh
-        params.interp_factor = self.config.interp_factor
-        return cv2.TrackerKCF.create(params)
+    opencv_class = "TrackerKCF"
+    params = ("detect_thresh", "interp_factor")
 
 
 @dataclass

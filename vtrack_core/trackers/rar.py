@@ -416,6 +416,7 @@ class RARTracker(DeepTracker):
     name = "rar"
     config_class = RARConfig
     weights_formats = "our exports (vtrack train rar), or a torchvision resnet50 state dict for the backbone alone"
+    backbones = tuple(BACKBONES)
 
     def __init__(self, config: RARConfig | None = None) -> None:
         super().__init__(config)

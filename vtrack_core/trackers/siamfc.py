@@ -103,12 +103,11 @@ class SiamFCTracker(DeepTracker):
     name = "siamfc"
     config_class = SiamFCConfig
     weights_formats = "our checkpoints, siamfc-pytorch .pth or the authors' MatConvNet .mat"
+    backbones = ("alexnet",)
 
     def __init__(self, config: SiamFCConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
-        if cfg.backbone != "alexnet":
-            raise ValueError(f"siamfc: backbone must be alexnet, got {cfg.backbone!r}")
         weights = self.weights_path()
         self.net = SiamFCNet(cfg.out_scale)
         load_siamfc_weights(self.net, weights)
