@@ -10,7 +10,8 @@ paper's conv4-3 / conv5-3, from the installed HED weights or `backbone_weights=F
 torchvision state dict). The high-level map is resampled at the input positions of the
 mid-level cells (`resample_to_grid`), so both heat maps live on one grid.
 
-Our reading of points the paper leaves open, each a config value:
+Our reading of points the paper leaves open, each a config value (why each default, and
+the held-back runs that decided it: docs/trackers/fcnt.md):
 * Feature scaling: both levels are divided by their first-frame RMS activation, so the
   heat-map networks see inputs of unit scale whatever the backbone.
 * Optimiser: Adam. The paper's SGD rates (1e-9 sel-CNN, 1e-7 GNet/SNet) belong to Caffe's
@@ -18,39 +19,23 @@ Our reading of points the paper leaves open, each a config value:
 * The heat-map networks end in a ReLU as in the paper; on the target's cells the loss is
   taken before it (see `heatmap_error`).
 * Candidate spread (eq. 8): sec. 5 calls {10, 10, 0.004} the "variances" of x, y and scale;
-  the authors' released tracker adds randn x {10, 10, 0.004 x size} to the state, i.e. uses
-  them as standard deviations (pixels, and 0.4 % of the size). We follow the code
-  (`spread_as=std`). Read as variances the scale spread is 6 % per frame, and on the
-  held-back training sequences (uav_person12_1, uav_car10) the box size drifted and the
-  mean AUC fell from 0.685 to 0.323 (`spread_as=variance` keeps that reading).
-* Distractor test (eq. 9): P_d over the plain heat-map sums, as the paper writes it. The
-  authors' code counts only cells above 0.2 x the map's peak (`distractor_floor=0.2`):
-  SNet then takes over, and is updated, on fewer frames (GNet on the first 60 frames of
-  uav_person12_1: P_d > 0.2 in 14 % of the frames instead of 80 %), 1.9 fps instead of 1.2
-  on the held-back sequences, but the mean AUC there fell from 0.684 to 0.652, so the
-  default stays the paper's.
-* Candidate confidence is the paper's sum of the heat map inside the box (an integral image),
-  taken over the heat map minus a level times the map's peak (`edge_level`: 0.081 for
-  sigma = w / 4, chosen so that the sum over a target Gaussian peaks at the target's own
-  box). With the literal sum (`candidate_score=sum`) a larger box never scores lower, and the
-  box grew to the whole ROI within ten frames in our runs; with the offset, cells outside
-  the target count against a box. (Until 2026-11-22 the level was exp(-2) = 0.135, the
-  Gaussian's value at the middle of the box's edge; its optimum is a box 0.89 x the
-  target's, and boxes shrank.) The authors' code ranks by the mean of the map (floored at 0.1 x
-  peak) times area^0.7 (`candidate_score=area_power`); on the held-back sequences that
-  scored 0.641 against 0.684, so the offset stays the default.
+  the authors' released tracker uses them as standard deviations (pixels, and 0.4 % of the
+  size). We follow the code (`spread_as=std`); read as variances (`spread_as=variance`) the
+  scale spread is 6 % per frame and the box size drifts.
+* Distractor test (eq. 9): P_d over the plain heat-map sums, as the paper writes it; the
+  authors' code counts only cells above 0.2 x the map's peak (`distractor_floor=0.2`).
+* Candidate score: the paper's sum of the heat map inside the box (an integral image),
+  taken over the heat map minus a level times the map's peak (`edge_level`, chosen so that
+  the sum over a target Gaussian peaks at the target's own box). With the literal sum
+  (`candidate_score=sum`) a larger box never scores lower and the box grows to the whole
+  ROI; with the offset, cells outside the target count against a box. The authors' code
+  ranks by the floored mean times area^0.7 (`candidate_score=area_power`).
 * SNet's updates (sec. 4.3): the paper takes every result; we skip results below
   `update_min_confidence` = 0.3, the confidence below which the tracker reports the target
-  as not tracked (the authors' code skips below its 0.35). Learning from every result
-  taught SNet the background where a hidden target had been: with the pedestrian of Crossing
-  painted over, eq. 10's updates on those frames made SNet fire there, and the confidence
-  came back to 0.95 with nothing to track. On the held-back sequences the two settings
-  scored alike (0.680 at 0.3 against 0.684 at 0, before the fixes of 2026-11-22).
-* The ROI side is `roi_context` x the first box's mean side. The authors' code cuts it from
-  the current box (`roi_follows_target=true`), which should keep a growing target at the
-  scale GNet learnt; on uav_person12_1 it lost the person (AUC 0.254 against 0.590 with the
-  first box's side, both with the fixes of 2026-11-22), while the box sizes stayed alike
-  (0.93 x the truth), so it is an option, not the default.
+  as not tracked (the authors' code skips below its 0.35): learning from every result
+  teaches SNet the background where a hidden target had been.
+* The ROI side is `roi_context` x the first box's mean side; the authors' code cuts it from
+  the current box (`roi_follows_target=true`), an option.
 
 Confidence (0..1): the chosen box's heat-map sum divided by the sum the first frame's
 target heat map M has inside the target box, clipped: about 1 when the predicted heat map is
@@ -259,10 +244,10 @@ class HeatmapNet(nn.Module):
 
 def heatmap_error(net: HeatmapNet, features: torch.Tensor, target: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
     """Squared error of the heat map, per cell. Where the target is (M > floor) it is taken
-    before the output ReLU, so a cell pushed below zero still gets gradient (with the loss
-    after the ReLU everywhere, half of our first-frame fits died in the first steps); on the
-    background it is taken after it, so any value <= 0 is already right and the background
-    comes out exactly 0, as the distractor test (eq. 9) needs."""
+    before the output ReLU, so a cell pushed below zero still gets gradient (without this,
+    first-frame fits died: docs/trackers/fcnt.md); on the background it is taken after it,
+    so any value <= 0 is already right and the background comes out exactly 0, as the
+    distractor test (eq. 9) needs."""
     raw = net(features, clip=False)
     return torch.where(target > floor, raw - target, F.relu(raw) - target).pow(2)
 

@@ -221,8 +221,9 @@ VGGM_LAYER_PREFIXES = ("conv1.", "conv2.", "conv3.")
 def load_fdn_state(path: str | Path, input_mean: float = 128.0) -> dict[str, torch.Tensor]:
     """Shared-layer tensors (`backbone.*`, fc4, fc5) of our checkpoints, py-MDNet `.pth` or
     MatConvNet `.mat`, in FDNNet's names. VGG-M-shaped files name the conv layers `convN.*`
-    (ours before 2026-12 and MDNet's): they become `backbone.convN.*`. A file without fc4 /
-    fc5 (VGG-M) leaves them to their random initialisation, as sec. 4.5 does."""
+    (MDNet's, and ours from before the backbones library, the packaged fdn.pt among them):
+    they become `backbone.convN.*`. A file without fc4 / fc5 (VGG-M) leaves them to their
+    random initialisation, as sec. 4.5 does."""
     state = load_vggm_state(path, input_mean) if Path(path).suffix.lower() == ".mat" else None
     if state is None:
         from ..weights import load_torch_state_dict

@@ -1,18 +1,13 @@
 """RAR: "Learning Reinforced Attentional Representation for End-to-End Visual Tracking"
 (Gao et al.). Network (sec. 3.1, Table 1), hierarchical attention (sec. 3.2), the contextual
-attentional correlation layer (sec. 3.3, `ops.correlation_filter`), weights I/O and the online
+attentional correlation layer (sec. 3.3, the CACF section below), weights I/O and the online
 tracker (sec. 3.3-3.4).
 
-Backbone. ResNet-50 with output stride 8 (Table 1): stride 1 in the 3x3 convolutions of
-conv4_1 and conv5_1, a deformable 3x3 convolution in conv4_1, and the outputs of conv3_4,
-conv4_6 and conv5_3 on one grid. Table 1's sizes (255 -> 127 -> 63 -> 63 -> 31 -> 31 -> 31)
-are met by padding conv1 by 2, pooling without padding, and giving conv3_1's strided 3x3
-convolution no padding; its 1x1 shortcut then reads the input without its outer ring, so
-both branches sample the same centres. Module names are torchvision's (`conv1`, `bn1`,
-`layer1.0.conv2`, `layer2.0.downsample.0`, ...), so a torchvision `resnet50` state dict
-loads unchanged; the deformable convolution's offset branch, which torchvision lacks,
-starts at zero (an ordinary convolution). Inputs are RGB normalised with ImageNet's mean and
-deviation, as torchvision's weights expect.
+Backbone (sec. 3.1, Table 1): ResNet-50 with output stride 8, a deformable 3x3 convolution in
+conv4_1, and the outputs of conv3_4, conv4_6 and conv5_3 on one grid, from the backbones
+registry (`vtrack_core/backbones/resnet.py`, `ResNetOS8`, which says how Table 1's sizes are
+met and why a torchvision `resnet50` state dict loads unchanged; the deformable convolution
+is `vtrack_core/backbones/deform_conv.py`).
 
 `backbone="light"` is the same design (bottleneck blocks, output stride 8, deformable conv4_1,
 three taps, attention, refinement, CACF) at a quarter of the width and 1-2 blocks per stage:
@@ -35,22 +30,17 @@ three scales, and the template and context patches of the filter update) are rea
 same previous state.
 
 Scale (sec. 3.4 gives only the pyramid 1.02^{-1,0,1}). The three peaks are compared after a
-penalty on the two changed scales (0.9745, SiamFC's value), and the size follows the winner
-damped by 0.59. Penalties of 0.95, 0.96, 0.9925 (DCFNet's) and 1.0 all scored lower on the
-held-back training sequences (mean AUC 0.746, 0.749, 0.546, 0.711 against 0.757 in the same
-code). A measured bias remains: the Hann window on the features favours the larger patch. Over 64 frames of the
-training sequences, searched at the true size and 1.02^{-6..6} around it, the best scale was a
-larger one 30 times and a smaller one 18 times (23 and 21 without the window). So boxes grow
-on targets that shrink (on dev: Human7, David). Dropping the window removes the bias but
-loses the person of uav_person12_1 (AUC 0.139), so the window stays.
+penalty on the two changed scales (0.9745, SiamFC's value; `ops.scales`), and the size
+follows the winner damped by 0.59; other penalties scored lower on the held-back training
+sequences. The Hann window on the features biases the choice toward the larger patch, so
+boxes grow on targets that shrink; dropping the window removes the bias but lost the
+held-back person, so it stays. Both measured in docs/trackers/rar.md.
 
 Confidence: the filter is fitted so that the target's own patch answers with a peak of 1
 (the Gaussian label's height), and a patch with no target with about 0. The peak of the
 chosen response, clipped to 0..1, is the number reported. `confidence_threshold` = 0.2 was
-chosen on held-back training sequences (never the dev set): with the target in view the
-peak's 5th-25th percentiles were 0.15-0.19 on uav_person12_1 and 0.42-0.52 on uav_car10;
-with the target painted over it stayed at 0.02-0.18 for ten frames (it creeps up as the
-filter, updated every frame as the paper does, learns the occluder).
+chosen on held-back training sequences, never the dev set (the peaks it was chosen from:
+docs/trackers/rar.md).
 """
 from __future__ import annotations
 
@@ -378,12 +368,12 @@ class RARConfig(DeepTrackerConfig):
     lambda2: float = 0.1
     label_sigma: float = 0.1  # Gaussian label sigma, as a fraction of the target size
     update_rate: float = 0.01  # beta_t: weight of the newest frame in the filter's running sum (DCFNet's
-    #                           value; held-back AUC 0.567 at 0.005, 0.760 at 0.01, 0.768 at 0.02)
+    #                           value; other rates measured in docs/trackers/rar.md)
     update_interval: int = 1  # frames between filter updates (1: every frame, the paper; more saves
     #                           the 1 + k patch pass on slow CPUs; see `update_weight`)
     scale_step: float = 1.02
     scale_num: int = 3
-    scale_penalty: float = 0.9745  # multiplies the peaks of scaled patches (SiamFC's value; see the docstring)
+    scale_penalty: float = 0.9745  # scaled peaks lowered by (1 - this) x |peak| (SiamFC's value; ops.scales)
     scale_lr: float = 0.59  # damped scale update
     correlation: str = "cacf"  # cacf | dcf (RAR_DST: no context patches)
     inter_attention: bool = True  # RAR_NTA when false
@@ -407,8 +397,7 @@ def update_weight(rate_per_frame: float, interval: int) -> float:
     """Blend weight of a filter update made every `interval` frames: the weight the frames it
     stands for would have had together, 1 - (1 - rate)^interval. The filter then forgets as
     fast per frame whatever the interval; with the per-frame rate alone, updating every
-    third frame adapted three times slower and lost the held-back person (mean AUC 0.562
-    against 0.750 with this weight and 0.760 updating every frame)."""
+    third frame would adapt three times slower (measured in docs/trackers/rar.md)."""
     return 1.0 - (1.0 - rate_per_frame) ** max(1, interval)
 
 

@@ -32,9 +32,9 @@ class Curation:
     of its mean side away from every image edge (truncated objects teach a wrong shape).
 
     The paper's lower bound, area >= 0.1^2 of the image, is a setting whose default here is
-    0: ImageNet Video objects are large, but on our drone footage the median target covers
-    0.01^2 .. 0.2^2 of the frame and the bound would throw away almost every frame of 13 of
-    the 16 training sequences, exactly the kind of target we must learn to track."""
+    0: ImageNet Video objects are large, but our drone footage's targets are small and the
+    bound would throw away most of its frames, exactly the kind of target we must learn to
+    track (the figures: docs/training.md, SiamFC's curation)."""
 
     min_area: float = 0.0  # of the image
     max_area: float = 0.75 ** 2

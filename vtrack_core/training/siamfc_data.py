@@ -28,8 +28,9 @@ Augmentation: random scale (+-5 %) of both images, a random translation of the s
 of a few px (the label map follows the target, so the network is not taught that targets
 sit exactly at the centre), colour jitter, Gaussian blur, and a grey pair now and then.
 
-Region pairs (`region_prob`, off by default). Fourteen annotated targets are few objects to
-learn "the same thing" from. A region pair is a still-image pair around a random box of a
+Region pairs (`region_prob`, off by default: they did not help our run, see
+docs/trackers/siamfc.md). Fourteen annotated targets are few objects to learn "the same
+thing" from. A region pair is a still-image pair around a random box of a
 training frame (one box per frame, target-like size from the sequence's own ground truth
 rescaled by up to 2x, anywhere it fits; flat boxes such as open water are redrawn): any
 car, roof or road marking becomes an exemplar, and everything else in its search image a
