@@ -205,3 +205,45 @@ def test_target_gone_box_keeps_its_size(frame, dev_dataset_dir):
         result = tracker.update(blank)
     assert (result.box.w, result.box.h) == pytest.approx((box.w, box.h), rel=1e-6)
     assert result.confidence < 0.5
+
+
+# --- the pretrained-trunk variant ----------------------------------------------------------------
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0"])
+def test_pretrained_trunk_gives_the_papers_score_map_centred(backbone):
+    """Exemplar features centre-cropped to 8 cells, search features to 24: the paper's 17 x 17
+    map, and an exemplar cut from the middle of a search image scores highest at the map's
+    centre (the two crops are aligned: no position bias from the padding)."""
+    net = SiamFCNet(backbone=backbone, trunk_weights=None).eval()
+    generator = torch.Generator().manual_seed(0)
+    search = torch.rand(1, 3, 255, 255, generator=generator) * 255
+    exemplar = search[:, :, 64:191, 64:191]
+    with torch.no_grad():
+        scores = net(exemplar, search)[0, 0]
+        assert net.embed(exemplar, True).shape[-2:] == (8, 8) and net.embed(search, False).shape[-2:] == (24, 24)
+    assert scores.shape == (17, 17)
+    assert divmod(int(torch.argmax(scores)), 17) == (8, 8)
+
+
+def test_pretrained_trunk_export_holds_only_what_trained_and_loads_back(tmp_path, dev_dataset_dir):
+    from vtrack_core.training.siamfc_train import SiamFCTrainer
+
+    trainer = SiamFCTrainer(dev_dataset_dir, tmp_path, 1, backbone="mobilenet_v2")
+    model = trainer.build_model()
+    assert trainer.frozen and all(not p.requires_grad for n, p in model.named_parameters() if n in trainer.frozen)
+    groups = trainer.parameters(model)
+    assert len(groups) == 1 and all(p.requires_grad for p in groups[0]["params"])  # frozen trunk: adjust + head
+    with torch.no_grad():
+        model.backbone.adjust[0].weight.mul_(1.5)
+    torch.save(model.state_dict(), tmp_path / "best.pt")
+    path = trainer.export(tmp_path / "best.pt", tmp_path / "siamfc.pt")
+    saved = torch.load(path, weights_only=True)
+    assert saved and not any(k.startswith("backbone.trunk.") for k in saved)
+    tracker = create_tracker("siamfc", backbone="mobilenet_v2", weights=str(path), device="cpu")
+    assert torch.equal(tracker.net.backbone.adjust[0].weight, model.backbone.adjust[0].weight)
+    with pytest.raises(WeightsError, match="set `backbone`"):
+        create_tracker("siamfc", weights=str(path), device="cpu")  # an AlexNet network
+    fine_tuning = SiamFCTrainer(dev_dataset_dir, tmp_path, 1, backbone="mobilenet_v2", trunk_lr_scale=0.1)
+    model = fine_tuning.build_model()
+    groups = fine_tuning.parameters(model)
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.1]
+    assert not model.backbone.trunk.features[1].conv[1].training or not model.training  # stem frozen, BN in eval

@@ -53,12 +53,16 @@ class DeepTracker(Tracker):
         self.fill: torch.Tensor | None = None  # first frame's mean colour (3,), pads crops
 
     @classmethod
-    def default_weights(cls) -> Path:
-        return PACKAGED_WEIGHTS / f"{cls.name}.pt"
+    def default_weights(cls, backbone: str = "") -> Path:
+        """vtrack_core/weights/<name>.pt for the first of `backbones` (the tracker's original
+        network), <name>_<backbone>.pt for another one."""
+        if not backbone or not cls.backbones or backbone == cls.backbones[0]:
+            return PACKAGED_WEIGHTS / f"{cls.name}.pt"
+        return PACKAGED_WEIGHTS / f"{cls.name}_{backbone}.pt"
 
     def weights_path(self) -> Path:
         """The weights file this tracker loads; a clear error when it does not exist."""
-        path = Path(self.config.weights) if self.config.weights else self.default_weights()
+        path = Path(self.config.weights) if self.config.weights else self.default_weights(self.config.backbone)
         if not path.is_file():
             how = f"train them with `vtrack train {self.name}` or " if self.trainable else ""
             raise WeightsError(f"{self.name}: no weights at {path}; {how}set weights=FILE ({self.weights_formats})")

@@ -24,7 +24,7 @@ from ..deep_tracker import DeepTracker, DeepTrackerConfig
 from ..ops.crops import crop_and_resize
 from ..ops.maps import hann_window
 from ..ops.scales import ScalePyramid
-from ..weights import WeightsError
+from ..weights import WeightsError, load_torch_state_dict
 
 
 # --- network (Table 1) ----------------------------------------------------------------------
@@ -55,37 +55,99 @@ class SiamFCHead(nn.Module):
         return cross_correlate(exemplar, search) * self.scale + self.bias
 
 
-class SiamFCNet(nn.Module):
-    """phi (the backbone's embedding) applied to both images, then the correlation head."""
+# Backbones SiamFC runs on: Table 1's AlexNet (trained from scratch, as the paper), or an
+# ImageNet trunk (sec. 4 of the paper tried a pretrained ResNet) cut at output stride 8 and
+# the tap named here.
+PRETRAINED_TAPS = {"mobilenet_v2": "stage5", "efficientnet_lite0": "stage5"}
+SCORE_SIZE = 17  # the paper's score map: (255 - 127) / 8 + 1
 
-    def __init__(self, out_scale: float = 1e-3) -> None:
+
+class PretrainedEmbedding(nn.Module):
+    """phi for a padded ImageNet trunk: the trunk at output stride 8 up to `tap`, then a 1x1
+    adjust layer with batch norm (as SiamRPN++ adapts pretrained features)."""
+
+    def __init__(self, backbone: str, tap: str, channels: int = 256, weights: str | None = "random") -> None:
         super().__init__()
-        self.backbone = SiamFCAlexNet()
+        from ..backbones import build_backbone
+
+        self.trunk = build_backbone(backbone, weights, output_stride=8)
+        self.tap = tap
+        self.adjust = nn.Sequential(nn.Conv2d(self.trunk.tap_channels[tap], channels, 1, bias=False),
+                                    nn.BatchNorm2d(channels))
+        self.total_stride = 8
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.adjust(self.trunk.extract(images, self.tap))
+
+
+class SiamFCNet(nn.Module):
+    """phi applied to both images, then the correlation head.
+
+    With a padded trunk the features of a cell near the crop's border see the padding, so a
+    correlation over the whole maps would learn where the border is (SiamDW, SiamRPN++): the
+    exemplar's features are centre-cropped to `exemplar_cells` and the search's to the cells
+    that give the paper's 17 x 17 score map, both crops starting at the same cell so that the
+    score map's centre is the search crop's centre. AlexNet has no padding and is not cropped."""
+
+    def __init__(self, out_scale: float = 1e-3, backbone: str = "alexnet", exemplar_cells: int = 8,
+                 adjust_channels: int = 256, trunk_weights: str | None = "random") -> None:
+        super().__init__()
+        if backbone == "alexnet":
+            self.backbone: nn.Module = SiamFCAlexNet()
+            self.crops: tuple[slice, slice] | None = None
+        elif backbone in PRETRAINED_TAPS:
+            self.backbone = PretrainedEmbedding(backbone, PRETRAINED_TAPS[backbone], adjust_channels, trunk_weights)
+            first = (16 - exemplar_cells) // 2  # a 127 px exemplar has 16 cells at stride 8
+            self.crops = (slice(first, first + exemplar_cells), slice(first, first + exemplar_cells + SCORE_SIZE - 1))
+        else:
+            raise ValueError(f"siamfc: unknown backbone {backbone!r}; use alexnet or one of {', '.join(PRETRAINED_TAPS)}")
         self.head = SiamFCHead(out_scale)
         self.total_stride = self.backbone.total_stride
+        self.backbone_name = backbone
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W BGR 0..255 -> B x C x h x w embeddings."""
-        return self.backbone.extract(images, "conv5")
+    def embed(self, images: torch.Tensor, exemplar: bool | None = None) -> torch.Tensor:
+        """B x 3 x H x W BGR 0..255 -> B x C x h x w embeddings; `exemplar` True / False
+        crops them as exemplar / search features (None: uncropped)."""
+        features = self.backbone.extract(images, "conv5") if self.crops is None else self.backbone(images)
+        if self.crops is None or exemplar is None:
+            return features
+        cells = self.crops[0 if exemplar else 1]
+        return features[:, :, cells, cells]
 
     def forward(self, exemplar: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(exemplar), self.embed(search))
+        return self.head(self.embed(exemplar, True), self.embed(search, False))
 
 
 def load_siamfc_weights(net: SiamFCNet, path: str | Path) -> None:
     """Load our own checkpoints, siamfc-pytorch `.pth` files or the authors' `.mat`
-    (converted by `backbones.alexnet.read_siamfc_state`)."""
-    state = read_siamfc_state(path)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    (converted by `backbones.alexnet.read_siamfc_state`) into the AlexNet network; our
+    pretrained-trunk exports into a network built on the same trunk."""
+    if isinstance(net.backbone, SiamFCAlexNet):
+        state = read_siamfc_state(path)
+    else:
+        state = {k: v.float() for k, v in load_torch_state_dict(path).items()}
+    pretrained = any(k.startswith("backbone.adjust.") for k in state)  # the adjust layer is always exported
+    if pretrained != isinstance(net.backbone, PretrainedEmbedding):
+        raise WeightsError(f"{path}: holds SiamFC on {'a pretrained trunk' if pretrained else 'AlexNet'}; "
+                           "set `backbone` to the one it was trained on")
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes of another trunk or adjust layer
+        raise WeightsError(f"{path}: does not fit SiamFC on {net.backbone_name} ({str(error).splitlines()[1].strip()}); "
+                           "check `backbone` and `adjust_channels`") from None
+    # A trunk trained frozen is not in our files: its layers keep the installed ImageNet weights.
+    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith("backbone.trunk.")]
     if missing or unexpected:
-        raise WeightsError(f"{path}: does not fit SiamFC (missing {missing[:4]}, unexpected {unexpected[:4]})")
+        raise WeightsError(f"{path}: does not fit SiamFC on {net.backbone_name} (missing {missing[:4]}, "
+                           f"unexpected {unexpected[:4]}); check `backbone`")
 
 
 # --- tracker (sections 2.4, 3.2) ----------------------------------------------------------------
 @dataclass
 class SiamFCConfig(DeepTrackerConfig):
-    backbone: str = "alexnet"  # Table 1
+    backbone: str = "alexnet"  # alexnet: Table 1 | mobilenet_v2, efficientnet_lite0: ImageNet trunks at stride 8
+    exemplar_cells: int = 8  # pretrained trunks: exemplar features kept (centre crop; the search's follow)
+    adjust_channels: int = 256  # pretrained trunks: channels of the 1x1 adjust layer
     exemplar_size: int = 127
     instance_size: int = 255
     context: float = 0.5  # margin p = context * (w + h) / 2 = (w + h) / 4 (sec. 2.4)
@@ -103,13 +165,14 @@ class SiamFCTracker(DeepTracker):
     name = "siamfc"
     config_class = SiamFCConfig
     weights_formats = "our checkpoints, siamfc-pytorch .pth or the authors' MatConvNet .mat"
-    backbones = ("alexnet",)
+    backbones = ("alexnet", *PRETRAINED_TAPS)
 
     def __init__(self, config: SiamFCConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
         weights = self.weights_path()
-        self.net = SiamFCNet(cfg.out_scale)
+        # A pretrained trunk starts from its installed ImageNet weights; our file holds what training changed.
+        self.net = SiamFCNet(cfg.out_scale, cfg.backbone, cfg.exemplar_cells, cfg.adjust_channels, trunk_weights=None)
         load_siamfc_weights(self.net, weights)
         # channels_last: oneDNN (CPU) and cuDNN (tensor cores) run these convolutions faster
         # in NHWC (measured in docs/trackers/siamfc.md).
@@ -128,7 +191,7 @@ class SiamFCTracker(DeepTracker):
         exemplar = crop_and_resize(frame, torch.tensor(self.center, device=self.device),
                                    torch.tensor([self._exemplar_side()], device=self.device), cfg.exemplar_size,
                                    self.fill).to(self.dtype)
-        self.kernel = self.net.embed(exemplar.contiguous(memory_format=torch.channels_last)).contiguous()
+        self.kernel = self.net.embed(exemplar.contiguous(memory_format=torch.channels_last), True).contiguous()
 
     @torch.inference_mode()
     def _track(self, frame: torch.Tensor, image: np.ndarray) -> float:
@@ -137,7 +200,7 @@ class SiamFCTracker(DeepTracker):
         sides = self.scale_factors * x_side
         search = crop_and_resize(frame, torch.tensor(self.center, device=self.device, dtype=torch.float32),
                                  sides, cfg.instance_size, self.fill).to(self.dtype)
-        embedded = self.net.embed(search.contiguous(memory_format=torch.channels_last))
+        embedded = self.net.embed(search.contiguous(memory_format=torch.channels_last), False)
         scores = self.net.head(self.kernel, embedded).float()  # S x 1 x 17 x 17
         size = scores.shape[-1] * cfg.response_up
         response = F.interpolate(scores, size=(size, size), mode="bicubic", align_corners=False)[:, 0]

@@ -56,6 +56,12 @@ class SiamFCTrainer(Trainer):
         Option("--cache-dir", "cache_dir", "cropped-pair cache (default OUT/cache; reused when it matches)"),
         Option("--region-prob", "data_config.region_prob",
                "share of still pairs around random boxes of training frames (default {default})", type=probability),
+        Option("--backbone", "backbone", "alexnet (Table 1, from scratch) or an ImageNet trunk at stride 8 "
+               "(default {default})", choices=("alexnet", "mobilenet_v2", "efficientnet_lite0")),
+        Option("--trunk-lr-scale", "trunk_lr_scale", "pretrained trunk: its stages after --freeze-up-to learn at "
+               "this share of the learning rate; 0 keeps the whole trunk frozen (default {default})", type=float),
+        Option("--freeze-up-to", "freeze_up_to", "pretrained trunk: the stages up to this tap stay frozen when "
+               "the rest is fine-tuned (default {default})"),
     )
     default_notes = {"lr": "the paper's"}
 
@@ -65,6 +71,9 @@ class SiamFCTrainer(Trainer):
     lr: tuple[float, float] = (1e-2, 1e-5)
     data_config: SiamFCDataConfig = field(default_factory=SiamFCDataConfig)
     channels_last: bool = False
+    backbone: str = "alexnet"
+    trunk_lr_scale: float = 0.0  # 0: the pretrained trunk stays frozen (only adjust and head learn)
+    freeze_up_to: str = "stage3"  # fine-tuning a trunk: these early stages stay frozen
 
     def prepare(self, train: list[Sequence], out: Path) -> None:
         config, cache_dir = self.data_config, self.cache_dir or out / "cache"
@@ -84,9 +93,35 @@ class SiamFCTrainer(Trainer):
         return math.ceil(self.pairs_per_epoch / self.batch_size)
 
     def build_model(self) -> torch.nn.Module:
+        """AlexNet: random initialisation (sec. 3.2). A pretrained trunk: its ImageNet weights,
+        frozen (all, or up to `freeze_up_to` when fine-tuned), batch norms of frozen stages in
+        eval; the adjust layer and head start random."""
         from ..trackers.siamfc import SiamFCNet
 
-        return SiamFCNet()  # random initialisation (sec. 3.2)
+        if self.backbone == "alexnet":
+            self.frozen: list[str] = []
+            return SiamFCNet()
+        model = SiamFCNet(backbone=self.backbone, trunk_weights=None)
+        trunk = model.backbone.trunk
+        up_to = None if self.trunk_lr_scale <= 0 else self.freeze_up_to
+        self.frozen = ["backbone.trunk." + name for name in trunk.freeze(up_to=up_to)]
+        return model
+
+    def parameters(self, model: torch.nn.Module) -> list[Any] | None:
+        if self.backbone == "alexnet":
+            return None
+        trunk = [p for n, p in model.named_parameters() if n.startswith("backbone.trunk.") and p.requires_grad]
+        rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.trunk.")]
+        groups = [{"params": rest, "lr_scale": 1.0}]
+        if trunk:
+            groups.append({"params": trunk, "lr_scale": self.trunk_lr_scale})
+        return groups
+
+    def exported(self, key: str) -> bool:  # type: ignore[override]
+        """Only what training changed: the layers of a frozen trunk (their batch-norm
+        statistics too, which frozen stages do not update) stay those of the installed wheel."""
+        frozen_modules = {name.rsplit(".", 1)[0] + "." for name in getattr(self, "frozen", ())}
+        return not any(key.startswith(prefix) for prefix in frozen_modules)
 
     def loss(self) -> LossFn:
         return siamfc_loss
@@ -97,7 +132,14 @@ class SiamFCTrainer(Trainer):
     def make_tracker(self, weights: Path, device: str) -> Tracker:
         from ..trackers.siamfc import SiamFCConfig, SiamFCTracker
 
-        return SiamFCTracker(SiamFCConfig(weights=str(weights), device=device))
+        return SiamFCTracker(SiamFCConfig(weights=str(weights), device=device, backbone=self.backbone))
+
+    def model_details(self) -> dict[str, Any]:
+        if self.backbone == "alexnet":
+            return {"backbone": "alexnet"}
+        return {"backbone": self.backbone, "trunk_lr_scale": self.trunk_lr_scale,
+                "freeze_up_to": self.freeze_up_to if self.trunk_lr_scale > 0 else "all",
+                "frozen_parameters": len(self.frozen)}
 
     def loop_settings(self) -> dict[str, Any]:
         return {"channels_last": self.channels_last}
