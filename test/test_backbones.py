@@ -282,3 +282,28 @@ def test_vgg16_reads_the_hed_file_as_keras_ran_it():
 def test_feature_geometry_of_simple_layers():
     assert FeatureGeometry.of(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1))) == FeatureGeometry(1.0, 0.5)
     assert FeatureGeometry.of(torch.nn.Sequential(torch.nn.MaxPool2d(2, 2))) == FeatureGeometry(2.0, 1.0)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2", "alexnet", "resnet_light"])
+def test_folding_batch_norms_keeps_the_features(name):
+    torch.manual_seed(0)
+    backbone = build_backbone(name, "random").eval()
+    with torch.no_grad():  # statistics that are not the identity, so folding has work to do
+        for module in backbone.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.3, 0.3), module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.2, 0.2)
+    image = torch.rand(2, 3, 131, 131) * 255
+    with torch.no_grad():
+        before = backbone(image, backbone.stage_names[-1:])
+        backbone.fold_batch_norms()
+        after = backbone(image, backbone.stage_names[-1:])
+    remaining = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if name == "resnet_light":  # the deformable convolution's batch norm stays
+        assert len(remaining) == 1
+    else:
+        assert not remaining
+    for tap in before:
+        assert torch.allclose(after[tap], before[tap], rtol=1e-4, atol=1e-4 * float(before[tap].abs().max()))
+    with pytest.raises(RuntimeError, match="eval"):
+        build_backbone(name, "random").train().fold_batch_norms()
