@@ -211,17 +211,19 @@ def test_target_gone_box_keeps_its_size(frame, dev_dataset_dir):
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0"])
 def test_pretrained_trunk_gives_the_papers_score_map_centred(backbone):
     """Exemplar features centre-cropped to 8 cells, search features to 24: the paper's 17 x 17
-    map, and an exemplar cut from the middle of a search image scores highest at the map's
-    centre (the two crops are aligned: no position bias from the padding)."""
+    map, and its centre cell is a target at the search crop's centre: the exemplar crop's
+    middle sits as far from the exemplar's centre as the middle of the search window the
+    centre cell compares it with sits from the search's centre (no position bias)."""
     net = SiamFCNet(backbone=backbone, trunk_weights=None).eval()
-    generator = torch.Generator().manual_seed(0)
-    search = torch.rand(1, 3, 255, 255, generator=generator) * 255
-    exemplar = search[:, :, 64:191, 64:191]
     with torch.no_grad():
-        scores = net(exemplar, search)[0, 0]
-        assert net.embed(exemplar, True).shape[-2:] == (8, 8) and net.embed(search, False).shape[-2:] == (24, 24)
-    assert scores.shape == (17, 17)
-    assert divmod(int(torch.argmax(scores)), 17) == (8, 8)
+        assert net(torch.rand(1, 3, 127, 127) * 255, torch.rand(2, 3, 255, 255) * 255).shape == (2, 1, 17, 17)
+    trunk, tap = net.backbone.trunk, net.backbone.tap
+    exemplar_cells, search_cells = net.crops
+    z, x = trunk.geometry(tap, 127), trunk.geometry(tap, 255)
+    exemplar_middle = z.offset + z.stride * (exemplar_cells.start + (exemplar_cells.stop - exemplar_cells.start - 1) / 2)
+    window_middle = x.offset + x.stride * (search_cells.start + 8 + (exemplar_cells.stop - exemplar_cells.start - 1) / 2)
+    assert exemplar_middle - 127 / 2 == pytest.approx(window_middle - 255 / 2)
+    assert abs(exemplar_middle - 127 / 2) <= z.stride / 2  # and the crop is the target's middle
 
 
 def test_pretrained_trunk_export_holds_only_what_trained_and_loads_back(tmp_path, dev_dataset_dir):

@@ -223,6 +223,9 @@ class Backbone(nn.Module):
         self.check_taps(taps)
         last = max(self.stage_names.index(t) for t in taps)
         x = self.normalise(bgr)
+        weight = next(self.parameters(), None)
+        if weight is not None and x.dtype != weight.dtype:  # fp16 networks read fp32 crops: normalised first
+            x = x.to(weight.dtype)
         out: dict[str, torch.Tensor] = {}
         for stage in self.stage_names[: last + 1]:
             x = self.run_stage(stage, x)

@@ -16,17 +16,18 @@ def gaussian_label(size: int | tuple[int, int], sigma: float | tuple[float, floa
     standard deviation `sigma` cells (one value, or (rows, cols)); B x H x W for a B x 2
     tensor of centres."""
     height, width = (size, size) if isinstance(size, int) else size
-    sigma_r, sigma_c = (sigma, sigma) if isinstance(sigma, (int, float)) else sigma
     if center is None:
         center = ((height - 1) / 2.0, (width - 1) / 2.0)
     centers = torch.as_tensor(center, device=device, dtype=dtype)
     flat = centers.dim() == 1
     centers = centers.reshape(-1, 2)
-    rows = torch.arange(height, device=device, dtype=dtype).reshape(1, -1)
-    cols = torch.arange(width, device=device, dtype=dtype).reshape(1, -1)
-    dr = ((rows - centers[:, 0:1]) / sigma_r) ** 2  # B x H
-    dc = ((cols - centers[:, 1:2]) / sigma_c) ** 2  # B x W
-    label = torch.exp(-0.5 * (dr.unsqueeze(2) + dc.unsqueeze(1)))
+    rows = torch.arange(height, device=device, dtype=dtype).reshape(1, -1) - centers[:, 0:1]  # B x H
+    cols = torch.arange(width, device=device, dtype=dtype).reshape(1, -1) - centers[:, 1:2]  # B x W
+    if isinstance(sigma, (int, float)):  # isotropic: exp(-d^2 / (2 sigma^2))
+        label = torch.exp(-((rows ** 2).unsqueeze(2) + (cols ** 2).unsqueeze(1)) / (2.0 * sigma * sigma))
+    else:  # one deviation per axis: exp(-((dr / sigma_r)^2 + (dc / sigma_c)^2) / 2)
+        sigma_r, sigma_c = sigma
+        label = torch.exp(-0.5 * (((rows / sigma_r) ** 2).unsqueeze(2) + ((cols / sigma_c) ** 2).unsqueeze(1)))
     return label[0] if flat else label
 
 

@@ -234,21 +234,36 @@ def load_fdn_state(path: str | Path, input_mean: float = 128.0) -> dict[str, tor
     return {k: v for k, v in state.items() if k.startswith(SHARED_PREFIXES)}
 
 
-def build_fdn_net(path: str | Path, input_mean: float = 128.0) -> FDNNet:
-    """An FDNNet on VGG-M conv1-3 with the file's shared layers, the normalisation the file
-    implies and one fresh fc6 branch."""
+# The shared conv layers FDN can run on, and the tap its RoI layer reads: VGG-M's conv3 (the
+# paper's), or a pretrained trunk's stride-8 map (sec. 3.2 cuts RoIs from the last conv map).
+TRUNK_TAPS = {"vggm": "conv3", "vgg16": "conv4", "efficientnet_lite0": "stage3", "mobilenet_v2": "stage3"}
+
+
+def build_fdn_net(path: str | Path, input_mean: float = 128.0, backbone: str = "vggm", tap: str = "") -> FDNNet:
+    """An FDNNet with the file's shared layers and one fresh fc6 branch. VGG-M: every conv
+    layer from the file, its normalisation as the file implies. A pretrained trunk: its
+    installed ImageNet weights, then the file's fc layers and whatever trunk layers it holds
+    (those fine-tuned in training; a frozen trunk is not in our files)."""
     state = load_fdn_state(path, input_mean)
-    backbone = build_backbone("vggm", "random", norm=detect_norm(state), input_mean=input_mean)
-    net = FDNNet(backbone, "conv3", domains=1)
+    if backbone == "vggm":
+        trunk = build_backbone("vggm", "random", norm=detect_norm(state), input_mean=input_mean)
+    else:
+        trunk = build_backbone(backbone, None)
+    net = FDNNet(trunk, tap or TRUNK_TAPS[backbone], domains=1)
     state = {k: v.float() for k, v in state.items()}
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shapes that do not fit
-        raise WeightsError(f"{path}: does not fit FDN ({error})") from None
+        raise WeightsError(f"{path}: does not fit FDN on {backbone} ({str(error).splitlines()[1].strip()}); "
+                           "check `backbone` and `tap`") from None
+    allowed = ("fc6.", "fc4.", "fc5.") if backbone == "vggm" else ("fc6.", "backbone.")
     missing = [k for k in missing if not k.endswith("num_batches_tracked") and k != "input_bgr"
-               and not k.startswith(("fc6.", "fc4.", "fc5."))]
+               and not k.startswith(allowed)]
+    if backbone != "vggm" and not any(k.startswith("fc4.") for k in state):
+        missing.append("fc4.0.weight")  # a trunk without trained fc layers cannot score boxes
     if missing or unexpected:
-        raise WeightsError(f"{path}: does not fit FDN (missing {missing[:4]}, unexpected {unexpected[:4]})")
+        raise WeightsError(f"{path}: does not fit FDN on {backbone} (missing {missing[:4]}, "
+                           f"unexpected {unexpected[:4]}); check `backbone` and `tap`")
     return net
 
 
@@ -290,7 +305,8 @@ def _deltas(boxes: np.ndarray, target: np.ndarray) -> np.ndarray:
 # --- tracker (sec. 3.4) ---------------------------------------------------------------------------
 @dataclass
 class FDNConfig(DeepTrackerConfig):
-    backbone: str = "vggm"  # conv1-3 of VGG-M (the paper's; ours trained from scratch)
+    backbone: str = "vggm"  # vggm: conv1-3 of VGG-M (the paper's; ours from scratch) | vgg16 | efficientnet_lite0 | mobilenet_v2
+    tap: str = ""  # the map the RoI layer reads; empty: TRUNK_TAPS' (vggm conv3, stride 16; the others stride 8)
     roi_method: str = "align"  # align: max-RoIAlign (paper) | pool: RoIPool (the paper's comparison)
     roi_sampling: int = 2  # bilinear points per bin side (2 x 2, sec. 3.2)
     input_mean: float = 128.0  # subtracted from 0..255 BGR (MDNet)
@@ -365,14 +381,15 @@ class FDNTracker(DeepTracker):
     name = "fdn"
     config_class = FDNConfig
     weights_formats = "our checkpoints, py-MDNet .pth, MatConvNet VGG-M or MDNet .mat"
-    backbones = ("vggm",)
+    backbones = tuple(TRUNK_TAPS)
 
     def __init__(self, config: FDNConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
         if cfg.roi_method not in ("align", "pool"):
             raise ValueError(f"fdn: roi_method must be 'align' or 'pool', got {cfg.roi_method!r}")
-        self.base = build_fdn_net(self.weights_path(), cfg.input_mean)
+        self.base = build_fdn_net(self.weights_path(), cfg.input_mean, cfg.backbone, cfg.tap)
+        self.base.backbone.eval().fold_batch_norms()  # fixed while tracking (sec. 3.4)
         self.region_px = int(16 * math.ceil(cfg.target_px * cfg.search_scale / 16))
         self.updates: deque[UpdateRecord] = deque(maxlen=UPDATE_HISTORY)
         self.update_totals = {"updates": 0, "iterations": 0, "seconds": 0.0}

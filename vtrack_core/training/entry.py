@@ -225,3 +225,41 @@ class Trainer(ABC):
 def _and(names: Iterable[str]) -> str:
     names = list(names)
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+@dataclass(kw_only=True)
+class PretrainedTrunk:
+    """Settings and steps of a trainer whose network stands on a pretrained backbone (a
+    `vtrack_core.backbones` network with installed ImageNet weights): the trunk frozen
+    (`trunk_lr_scale` 0) or its stages after `freeze_up_to` fine-tuned at that share of the
+    learning rate; frozen stages keep their batch norms in eval, and the exported file holds
+    only what training changed (a frozen stage comes from the installed weights)."""
+
+    trunk_lr_scale: float = 0.0
+    freeze_up_to: str = ""
+
+    def freeze_trunk(self, trunk: Any, prefix: str, tap: str) -> None:
+        """Freeze `trunk` (named `prefix` in the model, e.g. 'backbone.', read at `tap`) as the
+        settings say; fine-tuning without `freeze_up_to` trains the tap's own stage only."""
+        if self.trunk_lr_scale < 0:
+            raise ValueError(f"trunk_lr_scale must be >= 0, got {self.trunk_lr_scale}")
+        stages = trunk.stage_names
+        up_to = None if self.trunk_lr_scale == 0 else (self.freeze_up_to or stages[max(stages.index(tap) - 1, 0)])
+        self.frozen = [prefix + name for name in trunk.freeze(up_to=up_to)]
+        self.trunk_prefix = prefix
+
+    def trunk_group(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The fine-tuned part of the trunk as an optimizer group at `trunk_lr_scale` (none when frozen)."""
+        params = [p for n, p in model.named_parameters() if n.startswith(self.trunk_prefix) and p.requires_grad]
+        return [{"params": params, "lr_scale": self.trunk_lr_scale}] if params else []
+
+    def trained(self, key: str) -> bool:
+        """Whether a state-dict key changed in training: not in a frozen module (whose
+        parameters and batch-norm statistics stay those of the installed weights)."""
+        frozen_modules = {name.rsplit(".", 1)[0] + "." for name in getattr(self, "frozen", ())}
+        return not any(key.startswith(prefix) for prefix in frozen_modules)
+
+    def trunk_details(self) -> dict[str, Any]:
+        return {"trunk_lr_scale": self.trunk_lr_scale,
+                "freeze_up_to": (self.freeze_up_to or "the stage before the tap") if self.trunk_lr_scale > 0 else "all",
+                "frozen_parameters": len(getattr(self, "frozen", ()))}

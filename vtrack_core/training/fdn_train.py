@@ -35,9 +35,9 @@ from ..ops.crops import warp_crop
 from ..ops.sampling import SampleSpec, draw_with_overlap, xywh_to_xyxy
 from ..tracker import Tracker
 from . import common
-from .entry import Trainer
+from .entry import PretrainedTrunk, Trainer
 from .loop import LossFn, TrainingResult, epoch_seed
-from .options import Option, positive
+from .options import TRUNK_OPTIONS, Option, positive
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class FDNDomains:
 def make_fdn_loss(roi_method: str = "align") -> LossFn:
     def fdn_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         features = model.features(batch["images"])
-        rois = model.rois(features, batch["boxes"], roi_method)
+        rois = model.rois(features, batch["boxes"], roi_method, input_size=batch["images"].shape[-1])
         logits = model.head(rois, domain=int(batch["domain"]))
         return F.cross_entropy(logits, batch["labels"].reshape(-1))
 
@@ -202,6 +202,11 @@ def _exported(key: str) -> bool:
     return key.startswith(SHARED_PREFIXES) or key == "input_bgr"
 
 
+BACKBONE_OPTION = Option("--backbone", "backbone", "shared conv layers: vggm (VGG-M conv1-3 from scratch) or an "
+                         "ImageNet trunk (default {default})", choices=("vggm", "vgg16", "efficientnet_lite0",
+                                                                       "mobilenet_v2"))
+
+
 def _batch_norm_statistic(key: str) -> bool:
     return "running_" in key
 
@@ -213,7 +218,7 @@ def export_weights(source: str | Path, target: str | Path, half: bool = False) -
 
 
 @dataclass(kw_only=True)
-class FDNTrainer(Trainer):
+class FDNTrainer(PretrainedTrunk, Trainer):
     """FDN's settings (beyond `Trainer`'s) and its parts of the run. An epoch is
     `cycles_per_epoch` passes over all domains (one minibatch per domain per pass; the paper
     trains 100 passes)."""
@@ -231,6 +236,9 @@ class FDNTrainer(Trainer):
         Option("--roi-method", "roi_method",
                "RoI layer to train with (max-RoIAlign, or RoIPool for the ablation; default {default})",
                choices=("align", "pool")),
+        BACKBONE_OPTION,
+        Option("--tap", "tap", "pretrained trunk: the map the RoI layer reads (default: the trunk's stride-8 tap)"),
+        *TRUNK_OPTIONS,
     )
     default_notes = {"lr": "the paper's, for ImageNet-initialised conv layers"}
 
@@ -240,6 +248,8 @@ class FDNTrainer(Trainer):
     fc6_lr_mult: float = 10.0
     roi_method: str = "align"
     data_config: FDNDataConfig = field(default_factory=FDNDataConfig)
+    backbone: str = "vggm"
+    tap: str = ""
 
     def set_threads(self) -> None:
         if self.threads is not None:
@@ -253,16 +263,27 @@ class FDNTrainer(Trainer):
         return self.cycles_per_epoch * self.domains.domains
 
     def build_model(self) -> torch.nn.Module:
-        from ..trackers.fdn import FDNNet
+        from ..backbones import build_backbone
+        from ..trackers.fdn import TRUNK_TAPS, FDNNet
 
-        return FDNNet(domains=self.domains.domains)  # VGG-M conv1-3 with batch norm, from scratch
+        if self.backbone == "vggm":
+            self.frozen: list[str] = []
+            return FDNNet(domains=self.domains.domains)  # VGG-M conv1-3 with batch norm, from scratch
+        model = FDNNet(build_backbone(self.backbone, None), self.tap or TRUNK_TAPS[self.backbone],
+                       domains=self.domains.domains)
+        self.freeze_trunk(model.backbone, "backbone.", model.tap)
+        return model
 
     def parameters(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         """fc6 (the domain branches) at `fc6_lr_mult` times the learning rate."""
-        return [
-            {"params": [p for n, p in model.named_parameters() if not n.startswith("fc6.")], "lr_scale": 1.0},
-            {"params": list(model.fc6.parameters()), "lr_scale": self.fc6_lr_mult},
-        ]
+        if self.backbone == "vggm":
+            return [
+                {"params": [p for n, p in model.named_parameters() if not n.startswith("fc6.")], "lr_scale": 1.0},
+                {"params": list(model.fc6.parameters()), "lr_scale": self.fc6_lr_mult},
+            ]
+        fc = [p for n, p in model.named_parameters() if n.startswith(("fc4.", "fc5."))]
+        return [{"params": fc, "lr_scale": 1.0}, {"params": list(model.fc6.parameters()), "lr_scale": self.fc6_lr_mult},
+                *self.trunk_group(model)]
 
     def loss(self) -> LossFn:
         return make_fdn_loss(self.roi_method)
@@ -273,12 +294,14 @@ class FDNTrainer(Trainer):
     def make_tracker(self, weights: Path, device: str) -> Tracker:
         from ..trackers.fdn import FDNConfig, FDNTracker
 
-        return FDNTracker(FDNConfig(weights=str(weights), device=device))
+        return FDNTracker(FDNConfig(weights=str(weights), device=device, backbone=self.backbone, tap=self.tap))
 
     def lr_details(self) -> dict[str, Any]:
         return {"fc6_mult": self.fc6_lr_mult}
 
-    exported = staticmethod(_exported)
+    def exported(self, key: str) -> bool:  # type: ignore[override]
+        return _exported(key) and self.trained(key)
+
     fp32_in_half = staticmethod(_batch_norm_statistic)
 
     def trained_sequences(self) -> list[tuple[Sequence, int]]:
@@ -291,7 +314,9 @@ class FDNTrainer(Trainer):
                               "negatives": cfg.frames_per_batch * cfg.neg_per_frame}}
 
     def model_details(self) -> dict[str, Any]:
-        return {"roi_method": self.roi_method, "norm": "batch"}
+        if self.backbone == "vggm":
+            return {"roi_method": self.roi_method, "backbone": "vggm", "norm": "batch"}
+        return {"roi_method": self.roi_method, "backbone": self.backbone, "tap": self.tap, **self.trunk_details()}
 
 
 def train_fdn(data_dir: str | Path, out_dir: str | Path, epochs: int, **settings: Any) -> TrainingResult:

@@ -87,6 +87,13 @@ SHARED_OPTIONS: tuple[Option, ...] = (
 # in its `options` where it applies).
 BATCH_SIZE = Option("--batch-size", "batch_size", "training samples (siamfc: pairs) per minibatch (default: {default})",
                     type=positive)
+# Trainers whose network stands on a pretrained backbone (entry.PretrainedTrunk).
+TRUNK_OPTIONS = (
+    Option("--trunk-lr-scale", "trunk_lr_scale", "pretrained trunk: its stages after --freeze-up-to learn at this "
+           "share of the learning rate; 0 keeps the whole trunk frozen (default {default})", type=float),
+    Option("--freeze-up-to", "freeze_up_to", "pretrained trunk: the stages up to this tap stay frozen when the rest "
+           "is fine-tuned (default {default})"),
+)
 
 
 # --- defaults in help texts -------------------------------------------------------------------

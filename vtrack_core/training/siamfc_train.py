@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from ..eval.datasets import DatasetError, Sequence
 from ..tracker import Tracker
-from .entry import Trainer
+from .entry import PretrainedTrunk, Trainer
 from .loop import LossFn, TrainingResult
-from .options import BATCH_SIZE, Option, positive, probability
+from .options import BATCH_SIZE, TRUNK_OPTIONS, Option, positive, probability
 from .siamfc_data import CachedSequence, SiamFCDataConfig, SiamFCPairs, build_cache, region_sequence
 
 
@@ -41,7 +41,7 @@ def siamfc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
 
 
 @dataclass(kw_only=True)
-class SiamFCTrainer(Trainer):
+class SiamFCTrainer(PretrainedTrunk, Trainer):
     """SiamFC's settings (beyond `Trainer`'s) and its parts of the run."""
 
     name = "siamfc"
@@ -58,10 +58,7 @@ class SiamFCTrainer(Trainer):
                "share of still pairs around random boxes of training frames (default {default})", type=probability),
         Option("--backbone", "backbone", "alexnet (Table 1, from scratch) or an ImageNet trunk at stride 8 "
                "(default {default})", choices=("alexnet", "mobilenet_v2", "efficientnet_lite0")),
-        Option("--trunk-lr-scale", "trunk_lr_scale", "pretrained trunk: its stages after --freeze-up-to learn at "
-               "this share of the learning rate; 0 keeps the whole trunk frozen (default {default})", type=float),
-        Option("--freeze-up-to", "freeze_up_to", "pretrained trunk: the stages up to this tap stay frozen when "
-               "the rest is fine-tuned (default {default})"),
+        *TRUNK_OPTIONS,
     )
     default_notes = {"lr": "the paper's"}
 
@@ -72,7 +69,6 @@ class SiamFCTrainer(Trainer):
     data_config: SiamFCDataConfig = field(default_factory=SiamFCDataConfig)
     channels_last: bool = False
     backbone: str = "alexnet"
-    trunk_lr_scale: float = 0.0  # 0: the pretrained trunk stays frozen (only adjust and head learn)
     freeze_up_to: str = "stage3"  # fine-tuning a trunk: these early stages stay frozen
 
     def prepare(self, train: list[Sequence], out: Path) -> None:
@@ -102,26 +98,17 @@ class SiamFCTrainer(Trainer):
             self.frozen: list[str] = []
             return SiamFCNet()
         model = SiamFCNet(backbone=self.backbone, trunk_weights=None)
-        trunk = model.backbone.trunk
-        up_to = None if self.trunk_lr_scale <= 0 else self.freeze_up_to
-        self.frozen = ["backbone.trunk." + name for name in trunk.freeze(up_to=up_to)]
+        self.freeze_trunk(model.backbone.trunk, "backbone.trunk.", model.backbone.tap)
         return model
 
     def parameters(self, model: torch.nn.Module) -> list[Any] | None:
         if self.backbone == "alexnet":
             return None
-        trunk = [p for n, p in model.named_parameters() if n.startswith("backbone.trunk.") and p.requires_grad]
         rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.trunk.")]
-        groups = [{"params": rest, "lr_scale": 1.0}]
-        if trunk:
-            groups.append({"params": trunk, "lr_scale": self.trunk_lr_scale})
-        return groups
+        return [{"params": rest, "lr_scale": 1.0}, *self.trunk_group(model)]
 
     def exported(self, key: str) -> bool:  # type: ignore[override]
-        """Only what training changed: the layers of a frozen trunk (their batch-norm
-        statistics too, which frozen stages do not update) stay those of the installed wheel."""
-        frozen_modules = {name.rsplit(".", 1)[0] + "." for name in getattr(self, "frozen", ())}
-        return not any(key.startswith(prefix) for prefix in frozen_modules)
+        return self.trained(key)
 
     def loss(self) -> LossFn:
         return siamfc_loss
@@ -137,9 +124,7 @@ class SiamFCTrainer(Trainer):
     def model_details(self) -> dict[str, Any]:
         if self.backbone == "alexnet":
             return {"backbone": "alexnet"}
-        return {"backbone": self.backbone, "trunk_lr_scale": self.trunk_lr_scale,
-                "freeze_up_to": self.freeze_up_to if self.trunk_lr_scale > 0 else "all",
-                "frozen_parameters": len(self.frozen)}
+        return {"backbone": self.backbone, **self.trunk_details()}
 
     def loop_settings(self) -> dict[str, Any]:
         return {"channels_last": self.channels_last}
