@@ -203,13 +203,17 @@ def overview(trainers: Mapping[str, type[Trainer] | Exception]) -> str:
             option = Option(option.flag, option.setting, f"{option.help} [{', '.join(sorted(having))} only]",
                             convert=option.convert, **option.argparse)
         option.add_to(shared, text)
-    for name in names:
+    text = parser.format_help()
+    for name in names:  # one parser a tracker: two trackers may have an option of the same flag
         trainer = trainers[name]
+        section = argparse.ArgumentParser(add_help=False, usage=argparse.SUPPRESS)
         if isinstance(trainer, Exception):
-            parser.add_argument_group(f"{name}: cannot be loaded ({type(trainer).__name__}: {trainer})")
+            section.add_argument_group(f"{name}: cannot be loaded ({type(trainer).__name__}: {trainer})")
+            text += section.format_help()
             continue
-        group = parser.add_argument_group(f"{name} options" + (f" ({trainer.summary})" if trainer.summary else ""))
+        group = section.add_argument_group(f"{name} options" + (f" ({trainer.summary})" if trainer.summary else ""))
         for option in trainer.options:
             if len(users[id(option)]) == 1:
                 option.add_to(group, default_text(trainer, option.setting))
-    return parser.format_help()
+        text += section.format_help()
+    return text

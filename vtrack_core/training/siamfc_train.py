@@ -47,7 +47,7 @@ class SiamFCTrainer(PretrainedTrunk, Trainer):
     name = "siamfc"
     title = "SiamFC"
     weights_name = "siamfc.pt"
-    summary = "SiamFC from scratch (sec. 2.2-2.4, 3.2): exemplar / search pairs, logistic loss"
+    summary = "SiamFC (sec. 2.2-2.4, 3.2): exemplar / search pairs, logistic loss; AlexNet from scratch or a pretrained trunk"
     positive_settings = ("epochs", "pairs_per_epoch", "batch_size")
     options = (
         Option("--pairs-per-epoch", "pairs_per_epoch", "sampled pairs an epoch (default and paper: {default})",
