@@ -240,8 +240,12 @@ def test_pretrained_trunk_export_holds_only_what_trained_and_loads_back(tmp_path
     path = trainer.export(tmp_path / "best.pt", tmp_path / "siamfc.pt")
     saved = torch.load(path, weights_only=True)
     assert saved and not any(k.startswith("backbone.trunk.") for k in saved)
-    tracker = create_tracker("siamfc", backbone="mobilenet_v2", weights=str(path), device="cpu")
-    assert torch.equal(tracker.net.backbone.adjust[0].weight, model.backbone.adjust[0].weight)
+    loaded = SiamFCNet(backbone="mobilenet_v2", trunk_weights=None)
+    load_siamfc_weights(loaded, path)
+    assert torch.equal(loaded.backbone.adjust[0].weight, model.backbone.adjust[0].weight)
+    for name, value in loaded.backbone.trunk.state_dict().items():  # the frozen trunk: the installed weights
+        assert torch.equal(value, model.backbone.trunk.state_dict()[name]), name
+    create_tracker("siamfc", backbone="mobilenet_v2", weights=str(path), device="cpu")
     with pytest.raises(WeightsError, match="set `backbone`"):
         create_tracker("siamfc", weights=str(path), device="cpu")  # an AlexNet network
     fine_tuning = SiamFCTrainer(dev_dataset_dir, tmp_path, 1, backbone="mobilenet_v2", trunk_lr_scale=0.1)

@@ -280,10 +280,7 @@ class Backbone(nn.Module):
         that only runs forward, as while tracking. On the CPU it removes a third of
         MobileNetV2's time (docs/backbones.md). The state dict changes shape, so fold after
         loading and never train or save a folded backbone."""
-        if self.training:
-            raise RuntimeError(f"{self.name}: fold batch norms in eval mode only (they use the running statistics)")
-        _fold_children(self)
-        return self
+        return fold_batch_norms(self)
 
     # -- weights -----------------------------------------------------------------------------
     def load(self, path: str | Path) -> None:
@@ -297,6 +294,14 @@ class Backbone(nn.Module):
         path = self.wheel.path(self.name)
         self.load(path)
         return path
+
+
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """`Backbone.fold_batch_norms` for any module in eval mode (a tracker's head, say)."""
+    if module.training:
+        raise RuntimeError(f"{type(module).__name__}: fold batch norms in eval mode only (they use the running statistics)")
+    _fold_children(module)
+    return module
 
 
 def _fold_children(module: nn.Module) -> None:

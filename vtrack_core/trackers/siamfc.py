@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.alexnet import SiamFCAlexNet, read_siamfc_state
+from ..backbones.base import fold_batch_norms
 from ..deep_tracker import DeepTracker, DeepTrackerConfig
 from ..ops.crops import crop_and_resize
 from ..ops.maps import hann_window
@@ -177,6 +178,7 @@ class SiamFCTracker(DeepTracker):
         # channels_last: oneDNN (CPU) and cuDNN (tensor cores) run these convolutions faster
         # in NHWC (measured in docs/trackers/siamfc.md).
         self.net.to(self.device, self.dtype, memory_format=torch.channels_last).eval()
+        fold_batch_norms(self.net.backbone)  # frozen while tracking: batch norms folded into the convolutions
         self.scales = ScalePyramid(cfg.scale_num, cfg.scale_step, cfg.scale_penalty, cfg.scale_lr, self.device)
         self.scale_factors = torch.tensor(self.scales.factors, device=self.device, dtype=torch.float32)
         self.window: torch.Tensor | None = None
