@@ -253,3 +253,22 @@ def test_pretrained_trunk_export_holds_only_what_trained_and_loads_back(tmp_path
     groups = fine_tuning.parameters(model)
     assert [g["lr_scale"] for g in groups] == [1.0, 0.1]
     assert not model.backbone.trunk.features[1].conv[1].training or not model.training  # stem frozen, BN in eval
+
+
+def test_feature_pyramid_equals_the_crops_at_factor_1_and_follows_a_rescaled_image(dev_dataset_dir):
+    """scale_mode=features: the scale-1 search features are the crop's own, and the features
+    resampled for a crop 1.1 x larger are close to those of that crop itself (closer than
+    the unscaled ones are: CNN features are not scale-equivariant, so not equal)."""
+    from vtrack_core.ops.crops import crop_and_resize, image_to_tensor
+
+    net = SiamFCNet(backbone="mobilenet_v2", trunk_weights=None).eval()
+    frame = image_to_tensor(cv2.imread(str(dev_dataset_dir / "David" / "img" / "0001.jpg")), torch.device("cpu"))
+    centre = torch.tensor([160.0, 110.0])
+    with torch.no_grad():
+        base = net.embed(crop_and_resize(frame, centre, torch.tensor([200.0]), 255))
+        pyramid = net.scaled_search(base, torch.tensor([1.0, 1.1]), 255)
+        assert torch.allclose(pyramid[0], net.embed(crop_and_resize(frame, centre, torch.tensor([200.0]), 255), False)[0],
+                              atol=1e-5)
+        larger = net.embed(crop_and_resize(frame, centre, torch.tensor([220.0]), 255), False)[0]
+    error = (pyramid[1] - larger).norm() / larger.norm()
+    assert error < 0.75 * (pyramid[0] - larger).norm() / larger.norm(), float(error)  # measured: 0.31 against 0.50

@@ -118,6 +118,24 @@ class SiamFCNet(nn.Module):
     def forward(self, exemplar: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(exemplar, True), self.embed(search, False))
 
+    def scaled_search(self, features: torch.Tensor, factors: torch.Tensor, instance_size: int) -> torch.Tensor:
+        """The search features of crops `factors` times larger than the one `features` (1 x C
+        x H x W, uncropped) came from, resampled from it: cell j of a crop s times larger sits
+        where the map has cell (a_j s + size / 2 - offset) / stride, a_j being cell j's distance
+        from its crop's centre in input pixels. Factor 1 gives the map's own search cells. One
+        trunk pass for the whole scale search (`scale_mode=features`)."""
+        if self.crops is None:
+            raise ValueError("siamfc: scale_mode=features needs a pretrained trunk (AlexNet has no search crop)")
+        geometry = self.backbone.trunk.geometry(self.backbone.tap, instance_size)
+        cells = torch.arange(self.crops[1].start, self.crops[1].stop, device=features.device, dtype=torch.float32)
+        from_centre = geometry.offset + geometry.stride * cells - instance_size / 2  # a_j, input px
+        positions = (from_centre[None] * factors.float()[:, None] + instance_size / 2 - geometry.offset) / geometry.stride
+        size = features.shape[-1]
+        normalised = 2.0 * positions / (size - 1) - 1.0  # S x n, align_corners=True coordinates
+        grid = torch.stack(torch.broadcast_tensors(normalised[:, None, :], normalised[:, :, None]), dim=-1)
+        source = features.float().expand(len(factors), -1, -1, -1)
+        return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True).to(features.dtype)
+
 
 def load_siamfc_weights(net: SiamFCNet, path: str | Path) -> None:
     """Load our own checkpoints, siamfc-pytorch `.pth` files or the authors' `.mat`
@@ -149,6 +167,8 @@ class SiamFCConfig(DeepTrackerConfig):
     backbone: str = "alexnet"  # alexnet: Table 1 | mobilenet_v2, efficientnet_lite0: ImageNet trunks at stride 8
     exemplar_cells: int = 8  # pretrained trunks: exemplar features kept (centre crop; the search's follow)
     adjust_channels: int = 256  # pretrained trunks: channels of the 1x1 adjust layer
+    scale_mode: str = "crops"  # crops: one crop a scale, in one batch (the paper) | features: one crop, the
+    #                            scales resampled from its feature map (pretrained trunks; a third of the cost)
     exemplar_size: int = 127
     instance_size: int = 255
     context: float = 0.5  # margin p = context * (w + h) / 2 = (w + h) / 4 (sec. 2.4)
@@ -171,6 +191,11 @@ class SiamFCTracker(DeepTracker):
     def __init__(self, config: SiamFCConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
+        if cfg.scale_mode not in ("crops", "features"):
+            raise ValueError(f"siamfc: scale_mode must be crops or features, got {cfg.scale_mode!r}")
+        if cfg.scale_mode == "features" and cfg.backbone == "alexnet":
+            raise ValueError("siamfc: scale_mode=features needs a pretrained trunk (backbone mobilenet_v2 or "
+                             "efficientnet_lite0)")
         weights = self.weights_path()
         # A pretrained trunk starts from its installed ImageNet weights; our file holds what training changed.
         self.net = SiamFCNet(cfg.out_scale, cfg.backbone, cfg.exemplar_cells, cfg.adjust_channels, trunk_weights=None)
@@ -199,10 +224,16 @@ class SiamFCTracker(DeepTracker):
     def _track(self, frame: torch.Tensor, image: np.ndarray) -> float:
         cfg = self.config
         x_side = self._exemplar_side() * cfg.instance_size / cfg.exemplar_size
-        sides = self.scale_factors * x_side
-        search = crop_and_resize(frame, torch.tensor(self.center, device=self.device, dtype=torch.float32),
-                                 sides, cfg.instance_size, self.fill).to(self.dtype)
-        embedded = self.net.embed(search.contiguous(memory_format=torch.channels_last), False)
+        centre = torch.tensor(self.center, device=self.device, dtype=torch.float32)
+        if cfg.scale_mode == "features":
+            search = crop_and_resize(frame, centre, torch.tensor([x_side], device=self.device), cfg.instance_size,
+                                     self.fill).to(self.dtype)
+            features = self.net.embed(search.contiguous(memory_format=torch.channels_last))
+            embedded = self.net.scaled_search(features, self.scale_factors, cfg.instance_size)
+        else:
+            search = crop_and_resize(frame, centre, self.scale_factors * x_side, cfg.instance_size,
+                                     self.fill).to(self.dtype)
+            embedded = self.net.embed(search.contiguous(memory_format=torch.channels_last), False)
         scores = self.net.head(self.kernel, embedded).float()  # S x 1 x 17 x 17
         size = scores.shape[-1] * cfg.response_up
         response = F.interpolate(scores, size=(size, size), mode="bicubic", align_corners=False)[:, 0]
