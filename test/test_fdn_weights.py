@@ -189,3 +189,28 @@ def test_weight_errors(tmp_path):
     savemat(tmp_path / "partial.mat", {"layers": simplenn_layers([("conv1", "conv", random_layers()["conv1"])])})
     with pytest.raises(WeightsError, match="conv2"):
         build_fdn_net(tmp_path / "partial.mat")
+
+
+def test_pretrained_trunk_export_holds_the_fc_layers_and_loads_back(tmp_path, dev_dataset_dir, frame):
+    """FDN on EfficientNet-Lite0 (stage5 dilated to stride 8): the frozen trunk stays the
+    installed one, the file holds fc4 / fc5; the same file into VGG-M is refused."""
+    from vtrack_core.training.fdn_train import FDNTrainer
+
+    trainer = FDNTrainer(dev_dataset_dir, tmp_path, 1, backbone="efficientnet_lite0", tap="stage5", output_stride=8)
+    trainer.domains = type("Domains", (), {"domains": 2})()
+    model = trainer.build_model().eval()
+    assert model.backbone.tap_strides["stage5"] == 8 and model.fc4[0].in_features == 112 * 9
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+    groups = trainer.parameters(model)
+    assert [g["lr_scale"] for g in groups] == [1.0, 10.0]  # fc4-5, fc6: nothing of the frozen trunk
+    torch.save(model.state_dict(), tmp_path / "best.pt")
+    path = trainer.export(tmp_path / "best.pt", tmp_path / "fdn.pt")
+    saved = torch.load(path, weights_only=True)
+    assert "fc4.0.weight" in saved and not any(k.startswith(("backbone.", "fc6.")) for k in saved)
+    net = build_fdn_net(path, backbone="efficientnet_lite0", tap="stage5", output_stride=8).eval()
+    with torch.no_grad():
+        x = as_input(frame)
+        assert torch.allclose(net.features(x), model.features(x), atol=1e-5)
+        assert torch.equal(net.fc4[0].weight, model.fc4[0].weight)
+    with pytest.raises(WeightsError, match="backbone"):
+        build_fdn_net(path)  # VGG-M

@@ -239,7 +239,8 @@ def load_fdn_state(path: str | Path, input_mean: float = 128.0) -> dict[str, tor
 TRUNK_TAPS = {"vggm": "conv3", "vgg16": "conv4", "efficientnet_lite0": "stage3", "mobilenet_v2": "stage3"}
 
 
-def build_fdn_net(path: str | Path, input_mean: float = 128.0, backbone: str = "vggm", tap: str = "") -> FDNNet:
+def build_fdn_net(path: str | Path, input_mean: float = 128.0, backbone: str = "vggm", tap: str = "",
+                  output_stride: int = 0) -> FDNNet:
     """An FDNNet with the file's shared layers and one fresh fc6 branch. VGG-M: every conv
     layer from the file, its normalisation as the file implies. A pretrained trunk: its
     installed ImageNet weights, then the file's fc layers and whatever trunk layers it holds
@@ -248,7 +249,7 @@ def build_fdn_net(path: str | Path, input_mean: float = 128.0, backbone: str = "
     if backbone == "vggm":
         trunk = build_backbone("vggm", "random", norm=detect_norm(state), input_mean=input_mean)
     else:
-        trunk = build_backbone(backbone, None)
+        trunk = build_backbone(backbone, None, output_stride=output_stride or None)
     net = FDNNet(trunk, tap or TRUNK_TAPS[backbone], domains=1)
     state = {k: v.float() for k, v in state.items()}
     try:
@@ -307,6 +308,7 @@ def _deltas(boxes: np.ndarray, target: np.ndarray) -> np.ndarray:
 class FDNConfig(DeepTrackerConfig):
     backbone: str = "vggm"  # vggm: conv1-3 of VGG-M (the paper's; ours from scratch) | vgg16 | efficientnet_lite0 | mobilenet_v2
     tap: str = ""  # the map the RoI layer reads; empty: TRUNK_TAPS' (vggm conv3, stride 16; the others stride 8)
+    output_stride: int = 0  # pretrained trunks: dilate to keep this stride (8: a stride-16 tap at stride 8); 0: none
     roi_method: str = "align"  # align: max-RoIAlign (paper) | pool: RoIPool (the paper's comparison)
     roi_sampling: int = 2  # bilinear points per bin side (2 x 2, sec. 3.2)
     input_mean: float = 128.0  # subtracted from 0..255 BGR (MDNet)
@@ -388,7 +390,7 @@ class FDNTracker(DeepTracker):
         cfg = self.config
         if cfg.roi_method not in ("align", "pool"):
             raise ValueError(f"fdn: roi_method must be 'align' or 'pool', got {cfg.roi_method!r}")
-        self.base = build_fdn_net(self.weights_path(), cfg.input_mean, cfg.backbone, cfg.tap)
+        self.base = build_fdn_net(self.weights_path(), cfg.input_mean, cfg.backbone, cfg.tap, cfg.output_stride)
         self.base.backbone.eval().fold_batch_norms()  # fixed while tracking (sec. 3.4)
         self.region_px = int(16 * math.ceil(cfg.target_px * cfg.search_scale / 16))
         self.updates: deque[UpdateRecord] = deque(maxlen=UPDATE_HISTORY)

@@ -238,6 +238,8 @@ class FDNTrainer(PretrainedTrunk, Trainer):
                choices=("align", "pool")),
         BACKBONE_OPTION,
         Option("--tap", "tap", "pretrained trunk: the map the RoI layer reads (default: the trunk's stride-8 tap)"),
+        Option("--output-stride", "output_stride", "pretrained trunk: dilate to keep this stride (8 reads a "
+               "stride-16 tap at stride 8; default {default}: none)", type=int, choices=(0, 8, 16)),
         *TRUNK_OPTIONS,
     )
     default_notes = {"lr": "the paper's, for ImageNet-initialised conv layers"}
@@ -250,6 +252,7 @@ class FDNTrainer(PretrainedTrunk, Trainer):
     data_config: FDNDataConfig = field(default_factory=FDNDataConfig)
     backbone: str = "vggm"
     tap: str = ""
+    output_stride: int = 0
 
     def set_threads(self) -> None:
         if self.threads is not None:
@@ -269,7 +272,8 @@ class FDNTrainer(PretrainedTrunk, Trainer):
         if self.backbone == "vggm":
             self.frozen: list[str] = []
             return FDNNet(domains=self.domains.domains)  # VGG-M conv1-3 with batch norm, from scratch
-        model = FDNNet(build_backbone(self.backbone, None), self.tap or TRUNK_TAPS[self.backbone],
+        model = FDNNet(build_backbone(self.backbone, None, output_stride=self.output_stride or None),
+                       self.tap or TRUNK_TAPS[self.backbone],
                        domains=self.domains.domains)
         self.freeze_trunk(model.backbone, "backbone.", model.tap)
         return model
@@ -294,7 +298,8 @@ class FDNTrainer(PretrainedTrunk, Trainer):
     def make_tracker(self, weights: Path, device: str) -> Tracker:
         from ..trackers.fdn import FDNConfig, FDNTracker
 
-        return FDNTracker(FDNConfig(weights=str(weights), device=device, backbone=self.backbone, tap=self.tap))
+        return FDNTracker(FDNConfig(weights=str(weights), device=device, backbone=self.backbone, tap=self.tap,
+                                    output_stride=self.output_stride))
 
     def lr_details(self) -> dict[str, Any]:
         return {"fc6_mult": self.fc6_lr_mult}
@@ -316,7 +321,8 @@ class FDNTrainer(PretrainedTrunk, Trainer):
     def model_details(self) -> dict[str, Any]:
         if self.backbone == "vggm":
             return {"roi_method": self.roi_method, "backbone": "vggm", "norm": "batch"}
-        return {"roi_method": self.roi_method, "backbone": self.backbone, "tap": self.tap, **self.trunk_details()}
+        return {"roi_method": self.roi_method, "backbone": self.backbone, "tap": self.tap,
+                "output_stride": self.output_stride, **self.trunk_details()}
 
 
 def train_fdn(data_dir: str | Path, out_dir: str | Path, epochs: int, **settings: Any) -> TrainingResult:
