@@ -307,3 +307,21 @@ def test_folding_batch_norms_keeps_the_features(name):
         assert torch.allclose(after[tap], before[tap], rtol=1e-4, atol=1e-4 * float(before[tap].abs().max()))
     with pytest.raises(RuntimeError, match="eval"):
         build_backbone(name, "random").train().fold_batch_norms()
+
+
+def test_grouped_deformable_convolution_is_each_group_alone():
+    """A deformable depthwise convolution (MobileNet / EfficientNet blocks): zero offsets give
+    the plain grouped convolution, and with offsets every group equals an ungrouped
+    deformable convolution of its own channels."""
+    from vtrack_core.backbones.deform_conv import deform_conv2d_reference
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 11, 11)
+    depthwise = DeformConv2d(6, 6, 3, 1, 2, dilation=2, groups=6)
+    torch.testing.assert_close(depthwise(x), F.conv2d(x, depthwise.weight, None, 1, 2, 2, groups=6), atol=1e-5, rtol=1e-5)
+    weight = torch.randn(6, 2, 3, 3)  # 3 groups of 2 channels
+    offset = torch.randn(2, 18, 11, 11)
+    grouped = deform_conv2d_reference(x, offset, weight, None, 1, 1, 1)
+    for g in range(3):
+        alone = deform_conv2d_reference(x[:, 2 * g:2 * g + 2], offset, weight[2 * g:2 * g + 2], None, 1, 1, 1)
+        torch.testing.assert_close(grouped[:, 2 * g:2 * g + 2], alone, atol=1e-5, rtol=1e-5)

@@ -310,3 +310,20 @@ def test_peak_offset_is_sub_cell():
     # A peak across the border (circular response) is found as a negative shift.
     wrapped = torch.roll(gaussian_label(size, 1.0), shifts=(6, 0), dims=(0, 1))
     assert peak_offset(wrapped)[0] == pytest.approx(-5.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0"])
+def test_rar_on_an_imagenet_trunk_reads_three_stride_8_levels_with_a_deformable_stage4(backbone):
+    """RAR on a pretrained trunk: stride 8, 16 and 32 stages all at output stride 8 (29 cells
+    for a 225 px patch), the deformable convolution in the first block of the stride-16
+    stage (conv4_1's place), and the installed ImageNet weights under it."""
+    from vtrack_core.trackers.rar import feature_size
+
+    net = RARNet(backbone, trunk_weights=None).eval()
+    with torch.no_grad():
+        features, state = net(torch.rand(2, 3, 225, 225) * 255)
+    assert features.shape == (2, 64, 29, 29) and feature_size(backbone, 225) == 29
+    assert len(state) == 3 and all(s[0].shape[-1] == 29 for s in state)
+    deformable = [n for n, m in net.backbone.named_modules() if isinstance(m, DeformConv2d)]
+    assert len(deformable) == 1
+    assert deformable[0].startswith(("features.7.", "_blocks.5."))  # stage4's first block

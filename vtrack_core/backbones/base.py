@@ -323,14 +323,14 @@ def _fold_children(module: nn.Module) -> None:
 
 def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path, what: str,
                 optional: Sequence[str] = ()) -> None:
-    """`module.load_state_dict` that names what is missing or unexpected; keys starting with
-    an `optional` prefix may stay at their initial values."""
+    """`module.load_state_dict` that names what is missing or unexpected; keys containing an
+    `optional` part (a prefix, or '.offset.' for deformable offsets) may stay at their initial values."""
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shapes that do not fit
         detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
         raise WeightsError(f"{source}: not {what} ({detail})") from None
-    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith(tuple(optional))]
+    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not any(o in k for o in optional)]
     unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise WeightsError(f"{source}: not {what} (missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "

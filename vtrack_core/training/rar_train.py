@@ -45,9 +45,9 @@ from ..ops.crops import warp_crop
 from ..tracker import Tracker
 from ..trackers.rar import cell_pixels, context_offsets, label_sigma_cells, learn_filter, respond
 from .data import Curation, photometric_jitter, usable_frames
-from .entry import Trainer
+from .entry import PretrainedTrunk, Trainer
 from .loop import TrainingResult
-from .options import BATCH_SIZE, Option, format_default, positive
+from .options import BATCH_SIZE, TRUNK_OPTIONS, Option, format_default, positive
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,12 @@ class RARSamples:
     """Batches of (template, context, search, labels) cut straight from the JPEG frames."""
 
     def __init__(self, sequences: list[Sequence], config: RARDataConfig | None = None, seed: int = 0,
-                 threads: int = 2) -> None:
+                 threads: int = 2, size: int | None = None) -> None:
+        """`size`: the side of the network's feature maps for the patches (the labels' side;
+        default: the ResNet's Table 1 size)."""
         self.config = config or RARDataConfig()
         self.seed = int(seed)
-        self.size = output_size(self.config.input_size)
+        self.size = size or output_size(self.config.input_size)
         curation = Curation()  # the SiamFC sampler's rule: no absent or truncated targets
         self.sequences: list[Sequence] = []
         self.frames: list[np.ndarray] = []
@@ -204,7 +206,7 @@ class RARLoss:
 
 
 @dataclass(kw_only=True)
-class RARTrainer(Trainer):
+class RARTrainer(PretrainedTrunk, Trainer):
     """RAR's settings (beyond `Trainer`'s) and its parts of the run."""
 
     name = "rar"
@@ -218,7 +220,9 @@ class RARTrainer(Trainer):
         Option("--samples-per-epoch", "samples_per_epoch",
                "template + context + search-clip samples an epoch (default {default})", type=positive),
         BATCH_SIZE,
-        Option("--backbone", "backbone", "backbone variant (default {default})", choices=("light", "resnet50")),
+        Option("--backbone", "backbone", "light / resnet50 (Table 1's ResNet) or an ImageNet trunk at stride 8 "
+               "(default {default})", choices=("light", "resnet50", "mobilenet_v2", "efficientnet_lite0")),
+        *TRUNK_OPTIONS,
         Option("--clip-frames", "data_config.search_frames",
                "search frames after each template (in time order: what the attention's LSTM sees; default {default})",
                type=positive),
@@ -227,7 +231,7 @@ class RARTrainer(Trainer):
                f"{format_default(LR_IMAGENET)} as the paper)", metavar="FILE"),
     )
     default_notes = {"lr": f"{format_default(LR_FROM_SCRATCH)} from scratch, the paper's "
-                           f"{format_default(LR_IMAGENET)} with --backbone-weights"}
+                           f"{format_default(LR_IMAGENET)} with --backbone-weights or an ImageNet trunk"}
 
     samples_per_epoch: int = 4000
     batch_size: int = 8
@@ -238,20 +242,30 @@ class RARTrainer(Trainer):
     lstm_hidden: int = 32
     data_config: RARDataConfig = field(default_factory=RARDataConfig)
     grad_clip: float | None = 10.0
+    # An ImageNet trunk trains end to end but for its stem, stage1 and stage2 (stride <= 4), as the
+    # paper freezes conv1 and conv2_x.
+    trunk_lr_scale: float = 1.0
+    freeze_up_to: str = "stage2"
 
     def prepare(self, train: list[Sequence], out: Path) -> None:
-        self.samples = RARSamples(train, self.data_config, seed=self.seed, threads=self.threads or 2)
+        from ..trackers.rar import feature_size
+
+        self.samples = RARSamples(train, self.data_config, seed=self.seed, threads=self.threads or 2,
+                                  size=feature_size(self.backbone, self.data_config.input_size))
 
     def iterations(self) -> int:
         return math.ceil(self.samples_per_epoch / self.batch_size)
 
     def build_model(self) -> torch.nn.Module:
-        """RARNet; with `backbone_weights` its ImageNet stages loaded and the first two frozen."""
-        from ..trackers.rar import RARNet, load_torchvision_resnet50
+        """RARNet; with `backbone_weights` (ResNet-50) or an ImageNet trunk its pretrained
+        stages loaded and the first two frozen."""
+        from ..trackers.rar import PRETRAINED, RARNet, load_torchvision_resnet50
 
-        model = RARNet(self.backbone, self.feature_channels, self.lstm_hidden)
+        model = RARNet(self.backbone, self.feature_channels, self.lstm_hidden, trunk_weights=None)
         self.frozen: list[str] = []
-        if self.backbone_weights:
+        if self.backbone in PRETRAINED:
+            self.freeze_trunk(model.backbone, "backbone.", model.taps[-1])
+        elif self.backbone_weights:
             load_torchvision_resnet50(model.backbone, self.backbone_weights)
             # Frozen stages also normalise with ImageNet's statistics in training (their batch
             # norms stay in eval mode), so they compute what the tracker will compute.
@@ -259,7 +273,21 @@ class RARTrainer(Trainer):
         return model
 
     def learning_rates(self) -> tuple[float, float]:
-        return tuple(self.lr or (self.LR_IMAGENET if self.backbone_weights else self.LR_FROM_SCRATCH))
+        from ..trackers.rar import PRETRAINED
+
+        pretrained = self.backbone_weights or self.backbone in PRETRAINED
+        return tuple(self.lr or (self.LR_IMAGENET if pretrained else self.LR_FROM_SCRATCH))
+
+    def parameters(self, model: torch.nn.Module) -> list[Any] | None:
+        from ..trackers.rar import PRETRAINED
+
+        if self.backbone not in PRETRAINED:
+            return None
+        rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+        return [{"params": rest, "lr_scale": 1.0}, *self.trunk_group(model)]
+
+    def exported(self, key: str) -> bool:  # type: ignore[override]
+        return self.trained(key)
 
     def loss(self) -> RARLoss:
         return RARLoss(self.samples.size, self.samples.label_sigma_cells())
@@ -289,6 +317,7 @@ class RARTrainer(Trainer):
             "backbone": self.backbone,
             "backbone_weights": str(self.backbone_weights) if self.backbone_weights else None,
             "frozen_parameters": len(self.frozen),
+            **(self.trunk_details() if self.backbone in ("mobilenet_v2", "efficientnet_lite0") else {}),
             "feature_channels": self.feature_channels,
             "lstm_hidden": self.lstm_hidden,
         }
