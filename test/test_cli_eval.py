@@ -42,7 +42,7 @@ def _check_summary(summary: dict, trackers: list[str], sequences: list[str]) -> 
     assert set(summary) == {"trackers"}
     assert list(summary["trackers"]) == trackers
     for entry in summary["trackers"].values():
-        assert set(entry) == SUMMARY_KEYS | {"sequences"}
+        assert set(entry) == SUMMARY_KEYS | {"sequences", "calibration"}
         assert list(entry["sequences"]) == sequences
         for scores in [entry, *entry["sequences"].values()]:
             assert set(scores) >= SUMMARY_KEYS

@@ -7,6 +7,11 @@ GOT-10k's AO / SR_0.5 / SR_0.75 are frame-weighted over all sequences, as its to
 reports them.
 The overall curves in the plots are the mean of the per-sequence curves, so the AUC in a
 legend is the same number as in summary.json.
+
+Each tracker and sequence also gets a `calibration` block (see calibration.py: reliability
+diagram, ECE, AUROC of the confidence, shares of absent frames reported LOST / UNCERTAIN and
+of present ones reported LOST); a tracker's overall block pools the frames of all its
+sequences. reliability.png draws every tracker's diagram.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from . import metrics
+from . import calibration, metrics
 from .datasets import Sequence
 from .runner import SequenceResult, load_result, tracker_results_dir
 
@@ -31,6 +36,7 @@ class SequenceEvaluation:
     scores: metrics.Scores
     updated_frames: int
     update_seconds: float
+    calibration: calibration.CalibrationFrames | None = None  # None: not measured (hand-made)
 
     @property
     def fps(self) -> float:
@@ -45,7 +51,9 @@ def evaluate_result(result: SequenceResult, sequence: Sequence) -> SequenceEvalu
     if len(result) != len(sequence):
         raise ValueError(f"{sequence.name}: {len(result)} result rows for {len(sequence)} frames")
     scores = metrics.score(result.boxes, sequence.ground_truth)
-    return SequenceEvaluation(scores, result.updated_frames, result.update_seconds)
+    frames = calibration.calibration_frames(result.boxes, result.confidences, result.states,
+                                            sequence.ground_truth, result.init_index, result.states_saved)
+    return SequenceEvaluation(scores, result.updated_frames, result.update_seconds, frames)
 
 
 def evaluate(
@@ -121,12 +129,20 @@ def mean_curves(per_sequence: Mapping[str, SequenceEvaluation]) -> dict[str, np.
     }
 
 
+def pooled_calibration(per_sequence: Mapping[str, SequenceEvaluation]) -> calibration.CalibrationFrames:
+    """Every measured frame of every sequence, for the frame-weighted overall calibration."""
+    return calibration.CalibrationFrames.pool(
+        (seq, e.calibration) for seq, e in per_sequence.items() if e.calibration is not None)
+
+
 def summarize(evaluation: Evaluation) -> dict[str, Any]:
     """The summary.json structure: {"trackers": {name: {auc, precision, norm_precision, ao,
-    sr50, sr75, fps, sequences}}}."""
+    sr50, sr75, fps, calibration, sequences}}}; each sequence has the same keys but
+    `sequences`."""
     trackers: dict[str, Any] = {}
     for name, per_sequence in evaluation.items():
         entry: dict[str, Any] = {k: _number(v) for k, v in overall(per_sequence).items()}
+        entry["calibration"] = calibration.calibration_summary(pooled_calibration(per_sequence))
         entry["sequences"] = {
             seq: {
                 "auc": _number(e.scores.auc),
@@ -136,6 +152,8 @@ def summarize(evaluation: Evaluation) -> dict[str, Any]:
                 "sr50": _number(e.scores.success_rate_50),
                 "sr75": _number(e.scores.success_rate_75),
                 "fps": _number(e.fps),
+                **({"calibration": calibration.calibration_summary(e.calibration)}
+                   if e.calibration is not None else {}),
             }
             for seq, e in per_sequence.items()
         }
@@ -150,15 +168,27 @@ def write_summary(summary: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def format_table(summary: Mapping[str, Any]) -> str:
-    """Sequences as rows (overall last), trackers side by side with AUC / P@20 / NP / AO / FPS."""
+Column = tuple[str, str, str]  # (key, header, format)
+OPE_COLUMNS: list[Column] = [("auc", "AUC", "{:.3f}"), ("precision", "P@20", "{:.3f}"),
+                             ("norm_precision", "NP", "{:.3f}"), ("ao", "AO", "{:.3f}"), ("fps", "FPS", "{:.1f}")]
+CALIBRATION_COLUMNS: list[Column] = [("ece", "ECE", "{:.3f}"), ("auroc", "AUROC", "{:.3f}"),
+                                     ("absent_frames", "absent", "{:d}"), ("absent_flagged", "abs-LU", "{:.3f}"),
+                                     ("present_lost", "pres-L", "{:.3f}")]
+CALIBRATION_LEGEND = (
+    "ECE, AUROC: the confidence against being on target (IoU >= 0.5), present frames after init\n"
+    "absent: frames with NaN ground truth; abs-LU: share of them reported LOST or UNCERTAIN;\n"
+    "pres-L: share of present frames reported LOST"
+)
+
+
+def _grid(summary: Mapping[str, Any], columns: list[Column], block: str | None = None) -> str:
+    """Sequences as rows (overall last), trackers side by side with `columns` of each entry
+    (of its `block` sub-dictionary where given)."""
     trackers = summary["trackers"]
     names = list(trackers)
     sequences: list[str] = []
     for entry in trackers.values():
         sequences.extend(s for s in entry["sequences"] if s not in sequences)
-    columns = [("auc", "AUC", "{:.3f}"), ("precision", "P@20", "{:.3f}"),
-               ("norm_precision", "NP", "{:.3f}"), ("ao", "AO", "{:.3f}"), ("fps", "FPS", "{:.1f}")]
     cell = 7
     group = len(columns) * (cell + 1) - 1
     seq_width = max([len("sequence"), len("overall")] + [len(s) for s in sequences])
@@ -169,6 +199,8 @@ def format_table(summary: Mapping[str, Any]) -> str:
     def row(label: str, values: list[Mapping[str, Any] | None]) -> str:
         parts = [label.ljust(seq_width)]
         for v in values:
+            if v is not None and block is not None:
+                v = v.get(block)
             parts.append(" ".join(fmt(None if v is None else v.get(key), pat) for key, _, pat in columns))
         return " | ".join(parts)
 
@@ -182,6 +214,22 @@ def format_table(summary: Mapping[str, Any]) -> str:
         lines.append(row(seq, [trackers[n]["sequences"].get(seq) for n in names]))
     lines.append("-" * len(lines[1]))
     lines.append(row("overall", [trackers[n] for n in names]))
+    return "\n".join(lines)
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """Sequences as rows (overall last), trackers side by side with AUC / P@20 / NP / AO / FPS."""
+    return _grid(summary, OPE_COLUMNS)
+
+
+def format_calibration_table(summary: Mapping[str, Any]) -> str:
+    """The same grid with ECE / AUROC / absent frames / abs-LU / pres-L, a legend and any
+    note on results without states."""
+    lines = [_grid(summary, CALIBRATION_COLUMNS, block="calibration"), CALIBRATION_LEGEND]
+    for name, entry in summary["trackers"].items():
+        note = (entry.get("calibration") or {}).get("note")
+        if note:
+            lines.append(f"{name}: {note}")
     return "\n".join(lines)
 
 
@@ -221,6 +269,44 @@ def plot_curves(evaluation: Evaluation, out_dir: str | Path, title: str = "OPE")
     return written
 
 
+def plot_reliability(evaluation: Evaluation, out_dir: str | Path, title: str = "OPE") -> Path:
+    """reliability.png: every tracker's reliability diagram (share on target against mean
+    confidence per bin, pooled over sequences; the diagonal is a calibrated tracker) above
+    the share of its frames in each bin, so an empty or thin bin is not over-read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6.5), dpi=100, sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
+    for name, per_seq in evaluation.items():
+        frames = pooled_calibration(per_seq)
+        diagram = calibration.reliability(frames.confidence, frames.on_target)
+        ece = calibration.expected_calibration_error(frames.confidence, frames.on_target)
+        filled = diagram.frames > 0
+        label = f"{name} [ECE {ece:.3f}]" if math.isfinite(ece) else f"{name} [no frames]"
+        (line,) = top.plot(diagram.confidence[filled], diagram.on_target[filled], marker="o", linewidth=2,
+                           label=label)
+        total = max(int(diagram.frames.sum()), 1)
+        bottom.step(diagram.edges, np.r_[diagram.frames / total, 0.0], where="post", color=line.get_color())
+    top.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="share on target (IoU >= 0.5)",
+            title=f"Reliability of the confidence, {title}")
+    top.grid(True, alpha=0.3)
+    top.legend(loc="upper left", fontsize=9)
+    bottom.set(xlabel="confidence", ylabel="share of frames", xlim=(0, 1))
+    bottom.set_xticks(np.linspace(0, 1, 11))
+    bottom.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "reliability.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def make_report(
     out_dir: str | Path,
     tracker_names: Iterable[str],
@@ -228,9 +314,11 @@ def make_report(
     results: Mapping[str, Mapping[str, SequenceResult]] | None = None,
     title: str = "OPE",
 ) -> dict[str, Any]:
-    """Evaluate, write OUT/summary.json, success.png, precision.png; return the summary."""
+    """Evaluate, write OUT/summary.json, success.png, precision.png, reliability.png; return
+    the summary."""
     evaluation = evaluate(out_dir, list(tracker_names), sequences, results)
     summary = summarize(evaluation)
     write_summary(summary, Path(out_dir) / "summary.json")
     plot_curves(evaluation, out_dir, title)
+    plot_reliability(evaluation, out_dir, title)
     return summary

@@ -6,6 +6,12 @@ be resumed, inspected by hand and re-scored without tracking again:
     <seq>.txt             x,y,w,h (%.2f; NaN before the init frame and on failed frames)
     <seq>_time.txt        seconds of the tracker's update on that frame (NaN where none ran)
     <seq>_confidence.txt  confidence 0..1 (NaN before the init frame and on failed frames)
+    <seq>_state.txt       TrackState as an integer (0 INITIALIZING .. 3 LOST; -1 before the
+                          init frame and on failed frames)
+
+Result folders written before states were saved have no state file; they still load (and
+resume), with every state NO_STATE and `states_saved` False, so the measures that need
+states are reported as undefined rather than as a tracker that never said LOST.
 
 Timing covers `update` only (init excluded), as reported by the tracker itself; image
 decoding is never counted, so a slow disk does not make a tracker look slow.
@@ -41,9 +47,10 @@ class SequenceResult:
     boxes: np.ndarray  # N x 4, NaN rows before init and where the tracker failed
     times: np.ndarray  # N, update seconds; NaN where no update ran (before/at init)
     confidences: np.ndarray  # N
-    states: np.ndarray  # N int, TrackState values or NO_STATE (not saved to disk)
+    states: np.ndarray  # N int, TrackState values or NO_STATE
     init_index: int | None  # frame the tracker was started on; None if never
     failures: int = 0  # frames where the tracker (or the frame's image) raised
+    states_saved: bool = True  # False when loaded from a folder without a state file
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -144,7 +151,11 @@ def result_files(results_dir: str | Path, sequence_name: str) -> dict[str, Path]
         "boxes": results_dir / f"{sequence_name}.txt",
         "times": results_dir / f"{sequence_name}_time.txt",
         "confidences": results_dir / f"{sequence_name}_confidence.txt",
+        "states": results_dir / f"{sequence_name}_state.txt",
     }
+
+
+REQUIRED_FILES = ("boxes", "times", "confidences")  # a result without a state file predates them
 
 
 def tracker_results_dir(out_dir: str | Path, tracker_name: str) -> Path:
@@ -166,11 +177,12 @@ def _lines(values: np.ndarray, fmt: str) -> str:
 
 
 def save_result(result: SequenceResult, results_dir: str | Path, sequence_name: str) -> None:
-    """Write the three per-sequence files; boxes last, since their presence marks completion."""
+    """Write the per-sequence files; boxes last, since their presence marks completion."""
     files = result_files(results_dir, sequence_name)
     files["boxes"].parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(files["times"], _lines(result.times, "%.9f"))
     _write_atomically(files["confidences"], _lines(result.confidences, "%.4f"))
+    _write_atomically(files["states"], _lines(result.states, "%d"))
     _write_atomically(files["boxes"], _lines(result.boxes, "%.2f"))
 
 
@@ -186,27 +198,37 @@ def _read_rows(path: Path, columns: int) -> np.ndarray:
 def load_result(
     results_dir: str | Path, sequence_name: str, expected_frames: int | None = None
 ) -> SequenceResult | None:
-    """Saved result of one sequence, or None if missing, unreadable or of the wrong length."""
+    """Saved result of one sequence, or None if missing, unreadable or of the wrong length.
+
+    A missing state file (a folder from before states were saved) is not a missing result:
+    the states come back as NO_STATE with `states_saved` False.
+    """
     files = result_files(results_dir, sequence_name)
-    if not all(p.is_file() for p in files.values()):
+    if not all(files[key].is_file() for key in REQUIRED_FILES):
         return None
+    states_saved = files["states"].is_file()
     try:
         boxes = _read_rows(files["boxes"], 4)
         times = _read_rows(files["times"], 1)
         confidences = _read_rows(files["confidences"], 1)
+        states = _read_rows(files["states"], 1) if states_saved else None
     except ValueError as error:
         log.warning("ignoring unreadable result: %s", error)
         return None
     n = len(boxes)
     if len(times) != n or len(confidences) != n or (expected_frames is not None and n != expected_frames):
         return None
+    if states is not None and (len(states) != n or not np.isfinite(states).all()):
+        log.warning("ignoring %s: %d state rows for %d frames", files["states"], len(states), n)
+        return None
     started = np.flatnonzero(np.isfinite(boxes).all(axis=1))
     return SequenceResult(
         boxes=boxes,
         times=times,
         confidences=confidences,
-        states=np.full(n, NO_STATE, dtype=np.int64),
+        states=states.astype(np.int64) if states is not None else np.full(n, NO_STATE, dtype=np.int64),
         init_index=int(started[0]) if len(started) else None,
+        states_saved=states_saved,
     )
 
 
