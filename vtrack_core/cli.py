@@ -4,6 +4,7 @@
     vtrack track --tracker csrt --video walk.mp4 --init 10,20,40,80 --out out/walk
     vtrack track --tracker kcf --sequence datasets/dev/Couple --out out/couple
     vtrack eval --trackers csrt kcf --dataset datasets/dev --max-frames 100 --out out/dev
+    vtrack outofview --dataset datasets/dev --out out/dev-oov --seed 0
     vtrack train siamfc --data datasets/train --epochs 50 --out out/siamfc
     vtrack train fdn --data datasets/train --epochs 10 --lr 1e-2 1e-3 --out out/fdn
     vtrack train rar --data datasets/train --epochs 6 --samples-per-epoch 480 --out out/rar
@@ -186,7 +187,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.datasets import load_dataset
-    from .eval.report import format_table, make_report
+    from .eval.report import format_calibration_table, format_table, make_report
     from .eval.runner import run_benchmark
     from .registry import tracker_config
 
@@ -205,9 +206,53 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # Scored from the files, not the in-memory results, so a resumed run reports the same numbers.
     summary = make_report(out, trackers, sequences, title=Path(args.dataset).name)
     print(format_table(summary))
+    print("\nconfidence and LOST:")
+    print(format_calibration_table(summary))
     elapsed = time.perf_counter() - started
     print(f"\n{len(trackers)} tracker(s) x {len(sequences)} sequence(s) in {elapsed:.1f} s; "
-          f"wrote {out / 'summary.json'}, {out / 'success.png'}, {out / 'precision.png'}")
+          f"wrote {out / 'summary.json'}, {out / 'success.png'}, {out / 'precision.png'}, "
+          f"{out / 'reliability.png'}")
+    return 0
+
+
+def _range(text: str) -> tuple[int, int]:
+    """'A..B' (or one number A) as an inclusive frame-count range."""
+    low, sep, high = text.partition("..")
+    try:
+        bounds = (int(low), int(high) if sep else int(low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or LOW..HIGH, got {text!r}") from None
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError(f"need 1 <= LOW <= HIGH, got {text!r}")
+    return bounds
+
+
+def cmd_outofview(args: argparse.Namespace) -> int:
+    """Build the out-of-view / occlusion variant of a dataset (eval/outofview.py)."""
+    from .eval.outofview import OutOfViewSettings, build_out_of_view
+
+    given = {key: getattr(args, key) for key in (
+        "window_scale", "min_window_scale", "min_visible", "slide_frames", "hold_frames",
+        "occluder_pass", "occlusion_frames", "jpeg_quality", "max_frames") if getattr(args, key) is not None}
+    if args.window_scale is not None and args.min_window_scale is None:  # a small window alone is meant
+        given["min_window_scale"] = min(args.window_scale, OutOfViewSettings.min_window_scale)
+    try:
+        settings = OutOfViewSettings(seed=args.seed, **given)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    started = time.perf_counter()
+    description = build_out_of_view(args.dataset, args.out, settings, args.sequences, overwrite=args.overwrite)
+    width = max([len("sequence")] + [len(n) for n in description["sequences"]])
+    print(f"{'sequence'.ljust(width)}  frames  window  absent  out-of-view  occluded")
+    for name, entry in description["sequences"].items():
+        counts = {reason: sum(b - a + 1 for a, b in runs) for reason, runs in entry["absent"].items()}
+        print(f"{name.ljust(width)}  {entry['frames']:6d}  {entry['window_scale']:6.2f}  {entry['absent_frames']:6d}  "
+              f"{counts.get('out_of_view', 0):11d}  {counts.get('occluded', 0):8d}")
+        for note in entry["notes"]:
+            print(f"  {name}: {note}")
+    out = Path(args.out)
+    print(f"\n{len(description['sequences'])} sequence(s), seed {settings.seed}, in "
+          f"{time.perf_counter() - started:.1f} s; wrote {out} (episodes in {out / 'outofview.json'})")
     return 0
 
 
@@ -317,6 +362,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (default 1)")
     ev.set_defaults(func=cmd_eval)
+
+    oov = sub.add_parser(
+        "outofview", help="build a dataset variant in which the target leaves the view and is occluded",
+        description="Cut out-of-view episodes (a crop window pans off the target and back) and full "
+                    "occlusions (a patch of another sequence's frame over the target) into real "
+                    "sequences; writes OTB layout with NaN ground truth where the target is absent.")
+    oov.add_argument("--dataset", required=True, help="OTB- or GOT-10k-layout folder to build from")
+    oov.add_argument("--out", required=True, help="folder for the variant (must be empty, or --overwrite)")
+    oov.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
+    oov.add_argument("--sequences", nargs="+", metavar="SEQ", help="only these sequences")
+    oov.add_argument("--max-frames", type=_positive, help="only the first N frames of each sequence")
+    oov.add_argument("--window-scale", type=float, help="crop window side / frame side (default 0.65)")
+    oov.add_argument("--min-window-scale", type=float,
+                     help="smallest window tried where none at --window-scale can leave the target (default 0.5)")
+    oov.add_argument("--min-visible", type=float,
+                     help="share of the box that must show for the target to count as present (default 0.1)")
+    oov.add_argument("--slide-frames", type=_range, metavar="LOW..HIGH", help="frames of each pan (default 6..12)")
+    oov.add_argument("--hold-frames", type=_range, metavar="LOW..HIGH",
+                     help="frames the window stays off the target (default 10..30)")
+    oov.add_argument("--occluder-pass", type=_range, metavar="LOW..HIGH",
+                     help="frames the occluder takes to cover and to uncover (default 4..8)")
+    oov.add_argument("--occlusion-frames", type=_range, metavar="LOW..HIGH",
+                     help="frames the target is wholly covered (default 10..25)")
+    oov.add_argument("--jpeg-quality", type=int, help="JPEG quality of the frames (default 95)")
+    oov.add_argument("--overwrite", action="store_true", help="replace an earlier variant in --out")
+    oov.set_defaults(func=cmd_outofview)
 
     # `train` parses its arguments itself once it knows the tracker: the options differ per
     # tracker, and each tracker's trainer is imported only when it is used. Here argparse
