@@ -106,19 +106,23 @@ class NodeUnderTest:
             self.executor.spin_once(timeout_sec=0.02)
         return True
 
-    def result_for(self, stamp: int) -> TrackedObjectArray | None:
-        for message in reversed(self.results):
+    def result_for(self, stamp: int, since: int = 0) -> TrackedObjectArray | None:
+        """The newest result with this stamp among results[since:]."""
+        for message in reversed(self.results[since:]):
             if stamp_ns(message.header.stamp) == stamp:
                 return message
         return None
 
     def publish(self, image: np.ndarray, stamp: int, wait: bool = True, timeout: float = 20.0) -> TrackedObjectArray | None:
-        """Publish one frame; with wait, return the node's output for it (lockstep)."""
+        """Publish one frame; with wait, return the node's output for it (lockstep): a result
+        with its stamp that arrived after it was published (a stamp may come again when a
+        test steps the clock back)."""
+        since = len(self.results)
         self.image_publisher.publish(bgr_message(image, stamp))
         if not wait:
             return None
-        self.wait_for(lambda: self.result_for(stamp) is not None, timeout)
-        return self.result_for(stamp)
+        self.wait_for(lambda: self.result_for(stamp, since) is not None, timeout)
+        return self.result_for(stamp, since)
 
     def publish_message(self, message) -> None:
         self.image_publisher.publish(message)

@@ -53,6 +53,11 @@ class StampedRing(Generic[T]):
         with self._lock:
             return (self._items[0][0], self._items[-1][0]) if self._items else None
 
+    def clear(self) -> None:
+        """Forget every item (the stamps stepped back: the old ones describe another time)."""
+        with self._lock:
+            self._items.clear()
+
 
 class TargetError(ValueError):
     """A start/stop request that cannot be honoured; the message says why."""
@@ -87,6 +92,7 @@ class MultiTargetTracker:
     _targets: dict[str, _Target] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: Iterable[int] = field(default_factory=lambda: itertools.count(1))
+    _epoch: int = 0  # bumped by restart_clock(): stamps before it belong to another timeline
 
     def target_ids(self) -> list[str]:
         with self._lock:
@@ -115,6 +121,8 @@ class MultiTargetTracker:
             raise TargetError("no image to start on")
         name = tracker_name or self.default_tracker
         self._check_room(target_id)
+        with self._lock:
+            epoch = self._epoch
         tracker = self.tracker_factory(name)  # may load a network
         first_stamp, first_image = frames[0]
         tracker.init(first_image, box)
@@ -126,6 +134,8 @@ class MultiTargetTracker:
         with self._lock:
             self._check_room(target_id)
             target_id = target_id or self._new_id()
+            if self._epoch != epoch:  # the clock stepped back meanwhile: take the next frame
+                last_stamp = -1
             self._targets[target_id] = _Target(target_id, name, tracker, last_stamp, result)
         return TargetReport(target_id, name, result)
 
@@ -149,6 +159,15 @@ class MultiTargetTracker:
                 raise TargetError(f"unknown target id {target_id!r} (tracking: {known})")
             del self._targets[target_id]
             return [target_id]
+
+    def restart_clock(self) -> None:
+        """The stamps stepped back (bag loop, clock step, simulator reset): every target takes
+        the next frame whatever its stamp, instead of waiting for stamps newer than the last
+        one it saw (which would freeze it until the new clock passed the old one)."""
+        with self._lock:
+            self._epoch += 1
+            for target in self._targets.values():
+                target.last_stamp = -1
 
     def update(self, stamp_ns: int, image: np.ndarray) -> list[TargetReport]:
         """Track every target in this frame (targets that already saw it are not re-run).

@@ -14,11 +14,12 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Duration
+from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -27,6 +28,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from vtrack_core import Box, TrackState, available_trackers, tracker_class, tracker_config
 from vtrack_core.config import ConfigError
@@ -54,15 +56,35 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "publish_debug_image": (False, "publish ~/debug_image with the boxes drawn"),
     "debug_image_max_rate": (5.0, "Hz cap on ~/debug_image"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
+    "stamp_source": ("auto", "stamp of an image: header | receive (node clock on arrival) | auto (header unless zero)"),
 }
 # Settings fixed at start-up (subscriptions and buffers are built from them).
 READ_ONLY = {"image_transport", "qos_reliability", "frame_buffer_size"}
 # Tracker settings passed as overrides when the tracker's config has such a field.
 TRACKER_OVERRIDES = ("device", "half", "weights", "confidence_threshold", "lost_after_frames")
+STAMP_SOURCES = ("header", "receive", "auto")
+LOG_EVERY = 5.0  # seconds: a recurring problem of one kind is logged at most this often
+
+
+@dataclass
+class _Frame:
+    """An image as received: the stamp the node uses for it (header or receive time, see
+    stamp_source), the message, and the clock epoch it belongs to (bumped when the stamps
+    step back)."""
+
+    stamp_ns: int
+    message: Any
+    epoch: int
 
 
 def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _header(source: Header, stamp_ns: int) -> Header:
+    """The image's header with the stamp the node used for it (the receive time for an
+    image whose stamp was zero)."""
+    return Header(frame_id=source.frame_id, stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000))
 
 
 def _duration(seconds: float) -> Duration:
@@ -89,7 +111,14 @@ class TrackerNode(Node):
         self._pending: Any = None
         self._pending_cv = threading.Condition()
         self._running = True
-        self.stats = {"received": 0, "processed": 0, "dropped": 0, "bad_images": 0}
+        self.stats = {"received": 0, "processed": 0, "dropped": 0, "bad_images": 0,
+                      "repeated_stamps": 0, "stamp_steps_back": 0, "zero_stamps": 0}
+        # Stamp bookkeeping of the image callback (under _pending_cv): the last stamp used,
+        # the clock epoch (bumped on a step back) and the epoch the worker has applied.
+        self._last_stamp = -1
+        self._epoch = 0
+        self._worker_epoch = 0
+        self._last_log: dict[str, float] = {}
         self._latencies: deque[float] = deque(maxlen=300)
         self._process_times: deque[float] = deque(maxlen=300)
         self._processed_at: deque[float] = deque(maxlen=300)
@@ -152,6 +181,8 @@ class TrackerNode(Node):
         for rate in ("debug_image_max_rate", "diagnostics_period"):
             if rate in values and float(values[rate]) <= 0:
                 raise ValueError(f"{rate} must be positive")
+        if values.get("stamp_source", "auto") not in STAMP_SOURCES:
+            raise ValueError(f"stamp_source must be one of {', '.join(STAMP_SOURCES)}, got {values['stamp_source']!r}")
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         values = {p.name: p.value for p in parameters}
@@ -182,13 +213,70 @@ class TrackerNode(Node):
         return cls(tracker_config(name, config_file, **overrides))
 
     # --- images -----------------------------------------------------------------------
+    def _log_every(self, kind: str, level: str, text: str) -> None:
+        """Log `text` unless a message of this kind was logged in the last LOG_EVERY s."""
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -1e9) >= LOG_EVERY:
+            self._last_log[kind] = now
+            getattr(self.get_logger(), level)(text)
+
+    def _frame_stamp(self, message) -> int | None:
+        """The stamp the node uses for this image (None: refuse the image). Called under
+        _pending_cv with the image callback's bookkeeping."""
+        header_ns = _stamp_ns(message.header.stamp)
+        source = self.param("stamp_source")
+        if source == "header" or (source == "auto" and header_ns != 0):
+            if header_ns == 0:
+                self.stats["zero_stamps"] += 1
+                self._log_every("zero_stamp", "error",
+                                f"image refused: header.stamp is zero and stamp_source is 'header' "
+                                f"({self.stats['zero_stamps']} so far); use stamp_source:=auto or receive")
+                return None
+            return header_ns
+        if header_ns == 0:
+            self.stats["zero_stamps"] += 1
+            if self.stats["zero_stamps"] == 1:
+                self.get_logger().warning(
+                    "image header.stamp is zero (the driver does not set it): using the receive time as its "
+                    "stamp (stamp_source auto); published results carry that stamp")
+        stamp = self.get_clock().now().nanoseconds
+        if stamp == self._last_stamp:  # two images within one clock tick: keep stamps unique
+            stamp += 1
+        return stamp
+
     def _on_image(self, message) -> None:
-        self.frames.append(_stamp_ns(message.header.stamp), message)
         with self._pending_cv:
             self.stats["received"] += 1
+            stamp = self._frame_stamp(message)
+            if stamp is None:
+                self.stats["bad_images"] += 1
+                return
+            if stamp == self._last_stamp:
+                # A stamp names one image (init_target finds its image by it): a second image
+                # under the same stamp is refused, counted and logged, never tracked.
+                self.stats["repeated_stamps"] += 1
+                self.stats["bad_images"] += 1
+                self._log_every("repeated_stamp", "warning",
+                                f"image refused: its stamp {stamp / 1e9:.9f} repeats the previous image's "
+                                f"({self.stats['repeated_stamps']} so far); each image needs its own stamp")
+                return
+            if stamp < self._last_stamp:
+                # Bag loop, clock step, simulator reset: a new timeline. The buffered frames
+                # belong to the old one, and the targets must not wait for the new clock to
+                # pass their last stamp.
+                self.stats["stamp_steps_back"] += 1
+                self._epoch += 1
+                self.frames.clear()
+                self._log_every("step_back", "warning",
+                                f"image stamps stepped back from {self._last_stamp / 1e9:.9f} to {stamp / 1e9:.9f} "
+                                f"(bag loop, clock step or simulator reset; {self.stats['stamp_steps_back']} so far): "
+                                "frame buffer cleared, targets go on with the new frames")
+            self._last_stamp = stamp
+            frame = _Frame(stamp, message, self._epoch)
+            self.frames.append(stamp, frame)
             if self._pending is not None:
                 self.stats["dropped"] += 1
-            self._pending = message
+            self._pending = frame
             self._pending_cv.notify()
 
     def _decode(self, message) -> np.ndarray:
@@ -219,15 +307,20 @@ class TrackerNode(Node):
             except Exception as exc:  # the worker must survive anything a frame does
                 self.get_logger().error(f"frame skipped after an unexpected error: {type(exc).__name__}: {exc}")
 
-    def _track(self, message) -> None:
+    def _track(self, frame: _Frame) -> None:
         started = time.perf_counter()
+        message = frame.message
         try:
             image = self._decode(message)
         except UnsupportedImageError as exc:
             self._log_bad_image(exc)
             return
-        reports = self.targets.update(_stamp_ns(message.header.stamp), image)
-        output = TrackedObjectArray(header=message.header)
+        if frame.epoch != self._worker_epoch:
+            self._worker_epoch = frame.epoch
+            self.targets.restart_clock()
+        reports = self.targets.update(frame.stamp_ns, image)
+        header = _header(message.header, frame.stamp_ns)
+        output = TrackedObjectArray(header=header)
         for report in reports:
             if report.error:
                 self.get_logger().error(f"target {report.target_id} ({report.tracker_name}) is LOST: tracker failed: {report.error}")
@@ -247,11 +340,9 @@ class TrackerNode(Node):
         done = time.perf_counter()
         self._process_times.append(done - started)
         self._processed_at.append(time.monotonic())
-        stamp_ns = _stamp_ns(message.header.stamp)
-        if stamp_ns > 0:
-            self._latencies.append(self.get_clock().now().nanoseconds / 1e9 - stamp_ns / 1e9)
+        self._latencies.append(self.get_clock().now().nanoseconds / 1e9 - frame.stamp_ns / 1e9)
         if self.param("publish_debug_image"):
-            self._publish_debug(message.header, image, reports)
+            self._publish_debug(header, image, reports)
 
     def _publish_debug(self, header, image: np.ndarray, reports) -> None:
         now = time.monotonic()
@@ -286,9 +377,9 @@ class TrackerNode(Node):
                         f"(held: {held_text}); use a recent stamp or 0 for the latest image"
                     )
             frames = []
-            for stamp, message in stamped:
+            for stamp, frame in stamped:
                 try:
-                    frames.append((stamp, self._decode(message)))
+                    frames.append((stamp, self._decode(frame.message)))
                 except UnsupportedImageError as exc:
                     if not frames:
                         raise TargetError(f"cannot start on that image: {exc}") from None
@@ -334,6 +425,9 @@ class TrackerNode(Node):
             "frames_processed": str(self.stats["processed"]),
             "frames_dropped": str(self.stats["dropped"]),
             "images_rejected": str(self.stats["bad_images"]),
+            "stamps_repeated": str(self.stats["repeated_stamps"]),
+            "stamps_zero": str(self.stats["zero_stamps"]),
+            "stamp_steps_back": str(self.stats["stamp_steps_back"]),
             "latency_p50_ms": f"{np.nanpercentile(latencies, 50) * 1e3:.1f}" if self._latencies else "nan",
             "latency_p95_ms": f"{np.nanpercentile(latencies, 95) * 1e3:.1f}" if self._latencies else "nan",
             "processing_p50_ms": f"{np.nanpercentile(process, 50) * 1e3:.1f}" if self._process_times else "nan",
