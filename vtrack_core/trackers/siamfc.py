@@ -167,8 +167,9 @@ class SiamFCConfig(DeepTrackerConfig):
     backbone: str = "alexnet"  # alexnet: Table 1 | mobilenet_v2, efficientnet_lite0: ImageNet trunks at stride 8
     exemplar_cells: int = 8  # pretrained trunks: exemplar features kept (centre crop; the search's follow)
     adjust_channels: int = 256  # pretrained trunks: channels of the 1x1 adjust layer
-    scale_mode: str = "crops"  # crops: one crop a scale, in one batch (the paper) | features: one crop, the
-    #                            scales resampled from its feature map (pretrained trunks; a third of the cost)
+    scale_mode: str = "auto"  # crops: one crop a scale, in one batch (the paper) | features: one crop, the
+    #                           scales resampled from its feature map (pretrained trunks; a third of the cost) |
+    #                           auto: crops on CUDA (the batch costs little there), features on a CPU
     exemplar_size: int = 127
     instance_size: int = 255
     context: float = 0.5  # margin p = context * (w + h) / 2 = (w + h) / 4 (sec. 2.4)
@@ -191,11 +192,13 @@ class SiamFCTracker(DeepTracker):
     def __init__(self, config: SiamFCConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
-        if cfg.scale_mode not in ("crops", "features"):
-            raise ValueError(f"siamfc: scale_mode must be crops or features, got {cfg.scale_mode!r}")
+        if cfg.scale_mode not in ("auto", "crops", "features"):
+            raise ValueError(f"siamfc: scale_mode must be auto, crops or features, got {cfg.scale_mode!r}")
         if cfg.scale_mode == "features" and cfg.backbone == "alexnet":
             raise ValueError("siamfc: scale_mode=features needs a pretrained trunk (backbone mobilenet_v2 or "
                              "efficientnet_lite0)")
+        self.scale_from_features = cfg.scale_mode == "features" or (
+            cfg.scale_mode == "auto" and cfg.backbone != "alexnet" and self.device.type == "cpu")
         weights = self.weights_path()
         # A pretrained trunk starts from its installed ImageNet weights; our file holds what training changed.
         self.net = SiamFCNet(cfg.out_scale, cfg.backbone, cfg.exemplar_cells, cfg.adjust_channels, trunk_weights=None)
@@ -225,7 +228,7 @@ class SiamFCTracker(DeepTracker):
         cfg = self.config
         x_side = self._exemplar_side() * cfg.instance_size / cfg.exemplar_size
         centre = torch.tensor(self.center, device=self.device, dtype=torch.float32)
-        if cfg.scale_mode == "features":
+        if self.scale_from_features:
             search = crop_and_resize(frame, centre, torch.tensor([x_side], device=self.device), cfg.instance_size,
                                      self.fill).to(self.dtype)
             features = self.net.embed(search.contiguous(memory_format=torch.channels_last))
