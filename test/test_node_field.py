@@ -39,7 +39,8 @@ def tracker_node(tmp_path, request):
 
 
 def iou(obj, box) -> float:
-    return Box(obj.x, obj.y, obj.width, obj.height).iou(Box.from_xywh(box))
+    found = obj if isinstance(obj, Box) else Box(obj.x, obj.y, obj.width, obj.height)
+    return found.iou(Box.from_xywh(box))
 
 
 class Diagnostics:
@@ -185,3 +186,272 @@ def test_repeated_stamps_are_refused_and_counted(tracker_node, couple):
     (obj,) = tracker_node.results[-1].objects
     assert obj.state in FOLLOWING and iou(obj, gt[23]) > 0.3
     assert "repeats the previous image's" in tracker_node.log()
+
+
+# --- 2. The camera -------------------------------------------------------------------------
+
+OK, WARN, ERROR = 0, 1, 2
+
+
+@pytest.mark.parametrize("tracker_node", [["-p", "diagnostics_period:=0.2", "-p", "camera_timeout:=1.0",
+                                           "-p", "camera_error_timeout:=3.0"]], indirect=True)
+def test_a_camera_that_stops_makes_the_targets_stale(tracker_node, couple):
+    """The camera stops: after camera_timeout /diagnostics warns (then reports an error), its
+    fps falls to the real rate, and the targets are published LOST under the last image's
+    header (before: 8 s of silence with OK at "29.9 fps" and the target TRACKING)."""
+    images, gt = couple
+    diagnostics = Diagnostics(tracker_node)
+    tracker_node.publish(images[0], frame_stamp_ns(0))
+    assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0), target_id="couple").success
+    for index in range(1, 30):
+        assert tracker_node.publish(images[index], frame_stamp_ns(index)) is not None
+    running = diagnostics.wait(tracker_node, lambda d: int(d["frames_processed"]) >= 30)
+    assert running is not None and running["level"] == OK and "TRACKING" in running["target/couple"], running
+
+    stopped = time.monotonic()
+    count = len(tracker_node.results)
+    warn = diagnostics.wait(tracker_node, lambda d: d["level"] == WARN, 15.0)
+    assert warn is not None, diagnostics.latest()
+    assert time.monotonic() - stopped >= 0.9  # not before camera_timeout
+    assert "no image for" in warn["message"] and warn["stale"] == "true", warn
+    assert warn["target/couple"].startswith("csrt LOST") and "stale" in warn["target/couple"], warn
+    assert tracker_node.wait_for(lambda: len(tracker_node.results) > count, 10.0), "no stale result published"
+    stale = tracker_node.results[count]
+    assert stamp_ns(stale.header.stamp) == frame_stamp_ns(29) and stale.header.frame_id == "camera"
+    (obj,) = stale.objects
+    assert obj.state == TrackedObject.STATE_LOST and obj.confidence == 0.0 and obj.target_id == "couple"
+    error = diagnostics.wait(tracker_node, lambda d: d["level"] == ERROR, 15.0)
+    assert error is not None, diagnostics.latest()
+    assert error["fps"] == "0.00" and error["camera_fps"] == "0.00", error  # the real rate, not the last one
+    print(f"camera stopped: WARN '{warn['message']}', ERROR '{error['message']}' at fps {error['fps']}")
+
+    # The camera comes back: the tracker's own state again.
+    for index in range(30, 40):
+        output = tracker_node.publish(images[index], frame_stamp_ns(index))
+        assert output is not None, tracker_node.log()
+    (obj,) = output.objects
+    assert obj.state in FOLLOWING and iou(obj, gt[39]) > 0.3, obj
+    assert diagnostics.wait(tracker_node, lambda d: d["level"] == OK and d["stale"] == "false") is not None
+
+
+def _upscaled(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+
+
+def test_resolution_changes_rescale_the_targets(tracker_node, couple):
+    """The camera switches between 320x240 and 640x480 (binning), then stays at 640x480: the
+    boxes follow into the new pixels (before: the box stayed in the old pixels, TRACKING
+    1.0, IoU 0)."""
+    images, gt = couple
+    tracker_node.publish(images[0], frame_stamp_ns(0))
+    assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0)).success
+    for index in range(1, 10):
+        tracker_node.publish(images[index], frame_stamp_ns(index))
+    alternating, permanent = [], []
+    for index in range(10, 70):
+        big = index % 2 == 0 if index < 40 else True
+        image = _upscaled(images[index]) if big else images[index]
+        output = tracker_node.publish(image, frame_stamp_ns(index))
+        assert output is not None, tracker_node.log()
+        (obj,) = output.objects
+        assert obj.x + obj.width <= image.shape[1] + 1 and obj.y + obj.height <= image.shape[0] + 1, (index, obj)
+        assert obj.state != TrackedObject.STATE_LOST, (index, obj)
+        score = iou(obj, np.asarray(gt[index]) * (2 if big else 1))
+        (alternating if index < 40 else permanent).append(score)
+    print(f"IoU alternating 320/640: {np.mean(alternating):.3f}, after the switch to 640: {np.mean(permanent):.3f}")
+    assert np.mean(alternating) > 0.3 and np.mean(permanent) > 0.3
+    log = tracker_node.log()
+    assert "image size changed from 320x240 to 640x480" in log
+    assert log.count("image size changed from") < 15  # 31 changes, logged at most every 5 s per kind
+
+
+@pytest.mark.parametrize("tracker_node", [["-p", "on_resolution_change:=lose"]], indirect=True)
+def test_resolution_change_can_lose_the_targets(tracker_node, couple):
+    images, gt = couple
+    tracker_node.publish(images[0], frame_stamp_ns(0))
+    assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0)).success
+    for index in range(1, 10):
+        tracker_node.publish(images[index], frame_stamp_ns(index))
+    boxes = {}
+    for index in range(10, 16):
+        big = index < 13  # then back to 320x240: still LOST
+        image = _upscaled(images[index]) if big else images[index]
+        (obj,) = tracker_node.publish(image, frame_stamp_ns(index)).objects
+        assert obj.state == TrackedObject.STATE_LOST and obj.confidence == 0.0, (index, obj)
+        boxes[index] = np.array([obj.x, obj.y, obj.width, obj.height]) * (1 if big else 2)
+    # The last box, always in the pixels of the image it is published with.
+    assert iou(Box.from_xywh(boxes[10]), np.asarray(gt[10]) * 2) > 0.3, boxes[10]
+    assert all(np.allclose(box, boxes[10]) for box in boxes.values()), boxes
+    assert "LOST: image size changed from 320x240 to 640x480 (on_resolution_change is 'lose')" in tracker_node.log()
+
+
+def _compressed(data: bytes, stamp: int):
+    from sensor_msgs.msg import CompressedImage
+
+    from node_harness import to_time
+
+    message = CompressedImage(format="jpeg", data=data)
+    message.header.stamp = to_time(stamp)
+    message.header.frame_id = "camera"
+    return message
+
+
+def _compressed_publisher(harness: NodeUnderTest):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+
+    publisher = harness.node.create_publisher(CompressedImage, "/cam/image/compressed",
+                                              QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    assert harness.wait_for(lambda: publisher.get_subscription_count() > 0, 10.0)
+    return publisher
+
+
+def _libjpeg_warns(blobs: list[bytes], tmp_path) -> list[bool]:
+    """Whether libjpeg (through OpenCV, in a process of its own) warns decoding each blob:
+    the oracle for the node's damage count, independent of how the node captures it."""
+    import subprocess
+    import sys
+
+    paths = []
+    for index, blob in enumerate(blobs):
+        path = tmp_path / f"blob_{index}.jpg"
+        path.write_bytes(blob)
+        paths.append(str(path))
+    script = ("import sys, numpy as np, cv2\n"
+              "for path in sys.argv[1:]:\n"
+              "    sys.stderr.write('@@\\n'); sys.stderr.flush()\n"
+              "    cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)\n")
+    stderr = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, check=True).stderr
+    chunks = stderr.split("@@\n")[1:]
+    assert len(chunks) == len(blobs)
+    return ["Corrupt JPEG data" in chunk or "Premature end" in chunk for chunk in chunks]
+
+
+@pytest.mark.parametrize("tracker_node", [["-p", "image_transport:=compressed", "-p", "diagnostics_period:=0.2"]],
+                         indirect=True)
+def test_damaged_jpegs_are_counted_and_skipped(tracker_node, couple, dev_dataset_dir, tmp_path):
+    """The dev sequence's own JPEG files, every second one with 64 bytes of its scan flipped:
+    those libjpeg reports damaged are counted and skipped (before: the warnings went to raw
+    stderr, uncounted, and the tracker ran on the garbled images)."""
+    images, gt = couple
+    files = sorted((dev_dataset_dir / "Couple" / "img").glob("*.jpg"))[:40]
+    good = [path.read_bytes() for path in files]
+    damaged = []
+    for blob in good:
+        flipped = bytearray(blob)
+        middle = len(flipped) // 2
+        flipped[middle:middle + 64] = bytes(b ^ 0xFF for b in flipped[middle:middle + 64])
+        damaged.append(bytes(flipped))
+    warns = _libjpeg_warns(damaged, tmp_path)
+    publisher = _compressed_publisher(tracker_node)
+    diagnostics = Diagnostics(tracker_node)
+
+    def send(blob, index, wait=True):
+        since = len(tracker_node.results)
+        publisher.publish(_compressed(blob, frame_stamp_ns(index)))
+        if wait:
+            assert tracker_node.wait_for(lambda: tracker_node.result_for(frame_stamp_ns(index), since), 20.0), \
+                tracker_node.log()
+            return tracker_node.result_for(frame_stamp_ns(index), since)
+        tracker_node.spin(0.3)
+        return None
+
+    send(good[0], 0)
+    assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0)).success
+    sent_damaged, ious = [], []
+    for index in range(1, 40):
+        if index % 2 == 0 and warns[index]:
+            send(damaged[index], index, wait=False)
+            sent_damaged.append(frame_stamp_ns(index))
+        else:
+            (obj,) = send(good[index], index).objects
+            ious.append(iou(obj, gt[index]))
+    assert len(sent_damaged) >= 10, warns
+    report = diagnostics.wait(tracker_node, lambda d: d["frames_received"] == "40")
+    assert report is not None, diagnostics.latest()
+    print(f"{len(sent_damaged)} damaged JPEGs sent: node counted {report['images_damaged']} damaged, "
+          f"{report['images_rejected']} rejected; mean IoU on the good ones {np.mean(ious):.3f}")
+    assert report["images_damaged"] == str(len(sent_damaged)) == report["images_rejected"], report
+    published = {stamp_ns(m.header.stamp) for m in tracker_node.results}
+    assert not published & set(sent_damaged), "a damaged frame was tracked"
+    assert np.mean(ious) > 0.4
+    log = tracker_node.log()
+    assert "damaged JPEG (decoder: Corrupt JPEG data" in log
+    raw = [line for line in log.splitlines() if "Corrupt JPEG data" in line and "image skipped" not in line]
+    assert not raw, raw  # libjpeg's own lines no longer reach stderr
+
+
+@pytest.mark.parametrize("tracker_node", [["-p", "image_transport:=compressed", "-p", "diagnostics_period:=0.2"]],
+                         indirect=True)
+def test_oversized_compressed_images_are_refused_before_decoding(tracker_node, couple, dev_dataset_dir):
+    """A 20 kB JPEG whose header claims 20000 x 20000 (it cost 1.3 GB and 7 s) and a real
+    8000 x 6000 JPEG (it lost the target for good) are refused from their headers; the node's
+    memory stays small and the target goes on."""
+    import cv2
+
+    images, gt = couple
+    files = sorted((dev_dataset_dir / "Couple" / "img").glob("*.jpg"))
+    publisher = _compressed_publisher(tracker_node)
+    diagnostics = Diagnostics(tracker_node)
+    bomb = bytearray(files[5].read_bytes())
+    i = 2
+    while bomb[i + 1] not in (0xC0, 0xC1, 0xC2):
+        i += 2 + int.from_bytes(bomb[i + 2:i + 4], "big")
+    bomb[i + 5:i + 9] = (20000).to_bytes(2, "big") * 2  # height, width
+    huge = cv2.imencode(".jpg", cv2.resize(images[6], (8000, 6000)))[1].tobytes()
+
+    def send(blob, index, wait=True):
+        since = len(tracker_node.results)
+        publisher.publish(_compressed(blob, frame_stamp_ns(index)))
+        if wait:
+            tracker_node.wait_for(lambda: tracker_node.result_for(frame_stamp_ns(index), since), 20.0)
+            return tracker_node.result_for(frame_stamp_ns(index), since)
+        return None
+
+    for index in range(5):
+        send(files[index].read_bytes(), index)
+        if index == 0:
+            assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0)).success
+    began = time.monotonic()
+    send(bytes(bomb), 5, wait=False)
+    send(huge, 6, wait=False)
+    report = diagnostics.wait(tracker_node, lambda d: d["images_oversized"] == "2", 30.0)
+    assert report is not None, diagnostics.latest()
+    print(f"bomb ({len(bomb)} B) and 8000x6000 ({len(huge)} B) refused in {time.monotonic() - began:.2f} s")
+    ious = []
+    for index in range(7, 30):
+        output = send(files[index].read_bytes(), index)
+        assert output is not None, tracker_node.log()
+        (obj,) = output.objects
+        ious.append(iou(obj, gt[index]))
+    assert np.mean(ious) > 0.4, ious
+    status = {line.split(":")[0]: line.split(":")[1].strip()
+              for line in open(f"/proc/{tracker_node.process.pid}/status") if ":" in line}
+    peak_mb = int(status["VmHWM"].split()[0]) / 1024
+    print(f"node peak memory {peak_mb:.0f} MB")
+    assert peak_mb < 900, peak_mb  # the bomb alone took 1.3 GB
+    log = tracker_node.log()
+    assert "compressed image of 20000x20000 (400.0 MP) exceeds max_image_pixels" in log
+    assert "compressed image of 8000x6000 (48.0 MP) exceeds max_image_pixels" in log
+
+
+@pytest.mark.parametrize("tracker_node", [["-p", "max_image_pixels:=100000", "-p", "frame_buffer_bytes:=1000000",
+                                           "-p", "diagnostics_period:=0.2"]], indirect=True)
+def test_raw_size_limit_and_a_frame_buffer_bounded_by_bytes(tracker_node, couple):
+    """Raw images over max_image_pixels are refused from their width and height; the frame
+    buffer holds what frame_buffer_bytes allows (4 of these 230 kB frames), not 30."""
+    images, gt = couple
+    diagnostics = Diagnostics(tracker_node)
+    for index in range(12):
+        assert tracker_node.publish(images[index], frame_stamp_ns(index)) is not None, tracker_node.log()
+    tracker_node.publish(_upscaled(images[12]), frame_stamp_ns(12), wait=False)  # 307200 pixels
+    report = diagnostics.wait(tracker_node, lambda d: d["images_oversized"] == "1")
+    assert report is not None, diagnostics.latest()
+    assert report["frame_buffer_frames"] == "4" and int(report["frame_buffer_bytes"]) <= 1_000_000, report
+    old = tracker_node.init(*gt[6], stamp=frame_stamp_ns(6))
+    assert not old.success and "no image with stamp" in old.message, old.message
+    recent = tracker_node.init(*gt[9], stamp=frame_stamp_ns(9))
+    assert recent.success and "caught up over 2 newer frame(s)" in recent.message, recent.message
+    assert "image of 640x480 (0.3 MP) exceeds max_image_pixels=100000" in tracker_node.log()

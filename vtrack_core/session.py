@@ -11,30 +11,50 @@ import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Iterable, Sequence, TypeVar
+from typing import Callable, Generic, Iterable, TypeVar
 
+import cv2
 import numpy as np
 
 from .boxes import Box
-from .tracker import Tracker, TrackResult, TrackState
+from .tracker import InvalidInputError, Tracker, TrackResult, TrackState
 
 T = TypeVar("T")
 
 
 class StampedRing(Generic[T]):
     """The last `size` items with their stamps (ns), so that a target can be started on the
-    image its box was drawn on and then caught up to the newest one."""
+    image its box was drawn on and then caught up to the newest one.
 
-    def __init__(self, size: int) -> None:
-        self._items: deque[tuple[int, T]] = deque(maxlen=max(1, int(size)))
+    With `max_bytes`, the oldest items also go once the items' sizes (as given to append)
+    add up to more than that; the newest item always stays, however large."""
+
+    def __init__(self, size: int, max_bytes: int | None = None) -> None:
+        self._items: deque[tuple[int, T]] = deque()
+        self._sizes: deque[int] = deque()
+        self._size = max(1, int(size))
+        self._max_bytes = None if max_bytes is None else max(0, int(max_bytes))
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def append(self, stamp_ns: int, item: T) -> None:
+    @property
+    def nbytes(self) -> int:
+        """The sizes of the items held, added up."""
+        return self._bytes
+
+    def append(self, stamp_ns: int, item: T, nbytes: int = 0) -> None:
         with self._lock:
             self._items.append((stamp_ns, item))
+            self._sizes.append(int(nbytes))
+            self._bytes += int(nbytes)
+            while len(self._items) > 1 and (
+                len(self._items) > self._size or (self._max_bytes is not None and self._bytes > self._max_bytes)
+            ):
+                self._items.popleft()
+                self._bytes -= self._sizes.popleft()
 
     def latest(self) -> tuple[int, T] | None:
         with self._lock:
@@ -57,10 +77,16 @@ class StampedRing(Generic[T]):
         """Forget every item (the stamps stepped back: the old ones describe another time)."""
         with self._lock:
             self._items.clear()
+            self._sizes.clear()
+            self._bytes = 0
 
 
 class TargetError(ValueError):
     """A start/stop request that cannot be honoured; the message says why."""
+
+
+RESOLUTION_POLICIES = ("rescale", "lose")
+ASPECT_TOLERANCE = 0.02  # relative: 641x480 -> 320x240 is the same camera binned
 
 
 @dataclass
@@ -70,7 +96,10 @@ class _Target:
     tracker: Tracker
     last_stamp: int
     result: TrackResult
+    image_size: tuple[int, int] = (0, 0)  # (width, height) of the images its box lives in
+    last_image: np.ndarray | None = None  # the last image it saw (a reference, not a copy)
     failed: bool = False
+    lost_reason: str | None = None  # LOST for good (until re-initialised), and why
 
 
 @dataclass(frozen=True)
@@ -79,16 +108,35 @@ class TargetReport:
     tracker_name: str
     result: TrackResult
     error: str | None = None  # set on the first failure of this target only
+    note: str | None = None  # something that happened to this target on this frame (image size change)
+
+
+def _size_of(image: np.ndarray) -> tuple[int, int]:
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def _scale_box(box: Box, old: tuple[int, int], new: tuple[int, int]) -> Box:
+    sx, sy = new[0] / old[0], new[1] / old[1]
+    return Box(box.x * sx, box.y * sy, box.w * sx, box.h * sy)
 
 
 @dataclass
 class MultiTargetTracker:
     """Targets by id. `tracker_factory(name)` builds a configured tracker (may raise with a
-    clear message for an unknown name or a bad setting)."""
+    clear message for an unknown name or a bad setting).
+
+    Image size changes: a target's box lives in the pixels of the images it was tracked on.
+    When a frame of another size comes, `on_resolution_change` says what happens: "rescale"
+    (the same camera binned differently: the box is scaled to the new size and the tracker
+    restarted with it on the previous image resized to the new size, then run on the new
+    frame) or "lose" (the target becomes LOST for good, with the reason). A change of aspect
+    ratio is not a binning: LOST under either policy. A LOST target's box is still reported
+    in the new image's pixels, never in the old ones."""
 
     tracker_factory: Callable[[str], Tracker]
     default_tracker: str
     max_targets: int = 8
+    on_resolution_change: str = "rescale"
     _targets: dict[str, _Target] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: Iterable[int] = field(default_factory=lambda: itertools.count(1))
@@ -104,12 +152,13 @@ class MultiTargetTracker:
 
     def start(
         self,
-        frames: Sequence[tuple[int, np.ndarray]],
+        frames: Iterable[tuple[int, np.ndarray]],
         box: Box,
         target_id: str = "",
         tracker_name: str = "",
     ) -> TargetReport:
-        """Initialise on frames[0] and catch up through the newer frames[1:].
+        """Initialise on the first frame and catch up through the newer ones (any iterable:
+        frames may be decoded one by one as they are needed).
 
         Re-using an existing id re-initialises that target. Raises TargetError (or the
         tracker's InvalidInputError / config errors) without touching existing targets.
@@ -117,27 +166,32 @@ class MultiTargetTracker:
         worker tracks between the end of the catch-up and the insertion is skipped by this
         new target only.
         """
-        if not frames:
-            raise TargetError("no image to start on")
         name = tracker_name or self.default_tracker
         self._check_room(target_id)
         with self._lock:
             epoch = self._epoch
         tracker = self.tracker_factory(name)  # may load a network
-        first_stamp, first_image = frames[0]
+        frames = iter(frames)
+        try:
+            first_stamp, first_image = next(frames)
+        except StopIteration:
+            raise TargetError("no image to start on") from None
         tracker.init(first_image, box)
-        result = TrackResult(box=tracker.box, confidence=1.0, state=TrackState.INITIALIZING)
-        last_stamp = first_stamp
-        for stamp, image in frames[1:]:
-            result = tracker.update(image)
-            last_stamp = stamp
+        target = _Target(target_id, name, tracker, first_stamp,
+                         TrackResult(box=tracker.box, confidence=1.0, state=TrackState.INITIALIZING),
+                         image_size=_size_of(first_image), last_image=first_image)
+        for stamp, image in frames:
+            self._advance(target, stamp, image)
+            if target.lost_reason is not None:
+                raise TargetError(f"cannot catch up to the newest image: {target.lost_reason}; "
+                                  "start on a newer image")
         with self._lock:
             self._check_room(target_id)
-            target_id = target_id or self._new_id()
+            target.target_id = target_id = target_id or self._new_id()
             if self._epoch != epoch:  # the clock stepped back meanwhile: take the next frame
-                last_stamp = -1
-            self._targets[target_id] = _Target(target_id, name, tracker, last_stamp, result)
-        return TargetReport(target_id, name, result)
+                target.last_stamp = -1
+            self._targets[target_id] = target
+        return TargetReport(target_id, name, target.result)
 
     def _check_room(self, target_id: str) -> None:
         with self._lock:
@@ -178,20 +232,59 @@ class MultiTargetTracker:
             targets = list(self._targets.values())
         reports = []
         for target in targets:
-            error = None
+            error, note = None, None
             if stamp_ns > target.last_stamp:
+                was_failed = target.failed
                 try:
-                    target.result = target.tracker.update(image)
+                    note = self._advance(target, stamp_ns, image)
                 except Exception as exc:  # one broken tracker must not stop the stream
-                    if not target.failed:
-                        error = f"{type(exc).__name__}: {exc}"
                     target.failed = True
                     last = target.result
                     target.result = TrackResult(last.box, 0.0, TrackState.LOST, last.seconds)
-                target.last_stamp = stamp_ns
-            reports.append((target, TargetReport(target.target_id, target.tracker_name, target.result, error)))
+                    target.last_stamp = stamp_ns
+                    if not was_failed:
+                        error = f"{type(exc).__name__}: {exc}"
+            reports.append((target, TargetReport(target.target_id, target.tracker_name, target.result, error, note)))
         with self._lock:
             return [report for target, report in reports if self._targets.get(target.target_id) is target]
+
+    def _advance(self, target: _Target, stamp_ns: int, image: np.ndarray) -> str | None:
+        """Track one target in one frame, minding image size changes; returns a note when
+        the size changed. Raises what the tracker raises."""
+        size = _size_of(image)
+        note = None
+        if size != target.image_size:
+            old = target.image_size
+            scaled = _scale_box(target.result.box, old, size)
+            change = f"image size changed from {old[0]}x{old[1]} to {size[0]}x{size[1]}"
+            sx, sy = size[0] / old[0], size[1] / old[1]
+            same_aspect = abs(sx - sy) <= ASPECT_TOLERANCE * max(sx, sy)
+            if target.lost_reason is not None or target.failed:
+                target.result = TrackResult(scaled, 0.0, TrackState.LOST)
+            elif self.on_resolution_change == "rescale" and same_aspect and target.last_image is not None:
+                # Same camera, new binning: restart on the previous image at the new size.
+                previous = target.last_image
+                interpolation = cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR
+                resized = cv2.resize(previous, size, interpolation=interpolation)
+                try:
+                    target.tracker.init(resized, scaled)
+                except InvalidInputError as exc:
+                    target.lost_reason = f"{change}: the rescaled box is unusable ({exc})"
+                    target.result = TrackResult(scaled, 0.0, TrackState.LOST)
+                    note = f"LOST: {target.lost_reason}"
+                else:
+                    note = f"{change}: box rescaled by {sx:.3g} x {sy:.3g}, tracker restarted"
+            else:
+                why = "the aspect ratio changed" if not same_aspect else "on_resolution_change is 'lose'"
+                target.lost_reason = f"{change} ({why})"
+                target.result = TrackResult(scaled, 0.0, TrackState.LOST)
+                note = f"LOST: {target.lost_reason}"
+            target.image_size = size
+        if target.lost_reason is None:
+            target.result = target.tracker.update(image)
+        target.last_image = image
+        target.last_stamp = stamp_ns
+        return note
 
     def _new_id(self) -> str:
         while True:

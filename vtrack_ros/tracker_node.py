@@ -33,10 +33,17 @@ from std_msgs.msg import Header
 from vtrack_core import Box, TrackState, available_trackers, tracker_class, tracker_config
 from vtrack_core.config import ConfigError
 from vtrack_core.device import resolve_device
-from vtrack_core.session import MultiTargetTracker, StampedRing, TargetError
+from vtrack_core.session import RESOLUTION_POLICIES, MultiTargetTracker, StampedRing, TargetError
 from vtrack_core.tracker import InvalidInputError
 from vtrack_core.video import draw_track
-from vtrack_ros.image_conversion import UnsupportedImageError, bgr_to_image_fields, compressed_to_bgr, image_to_bgr
+from vtrack_ros.image_conversion import (
+    UnsupportedImageError,
+    bgr_to_image_fields,
+    check_pixels,
+    decode_compressed,
+    declared_size,
+    image_to_bgr,
+)
 from vtrack_ros.msg import TrackedObject, TrackedObjectArray
 from vtrack_ros.srv import InitTarget, StopTarget
 
@@ -57,12 +64,20 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "debug_image_max_rate": (5.0, "Hz cap on ~/debug_image"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
     "stamp_source": ("auto", "stamp of an image: header | receive (node clock on arrival) | auto (header unless zero)"),
+    "camera_timeout": (1.0, "seconds without a usable image before /diagnostics warns and the targets are published LOST"),
+    "camera_error_timeout": (5.0, "seconds without a usable image before /diagnostics reports an ERROR"),
+    "on_resolution_change": ("rescale", "rescale: scale the boxes and restart the trackers; lose: mark the targets LOST"),
+    "on_damaged_image": ("skip", "skip: refuse JPEGs the decoder reports damaged; track: use them anyway (counted)"),
+    "max_image_pixels": (4096 * 3072, "images with more pixels (width * height, read before decoding) are refused"),
+    "frame_buffer_bytes": (256 * 1024 * 1024, "bytes of image messages the frame buffer may hold (besides the newest)"),
 }
 # Settings fixed at start-up (subscriptions and buffers are built from them).
-READ_ONLY = {"image_transport", "qos_reliability", "frame_buffer_size"}
+READ_ONLY = {"image_transport", "qos_reliability", "frame_buffer_size", "frame_buffer_bytes"}
 # Tracker settings passed as overrides when the tracker's config has such a field.
 TRACKER_OVERRIDES = ("device", "half", "weights", "confidence_threshold", "lost_after_frames")
 STAMP_SOURCES = ("header", "receive", "auto")
+DAMAGED_IMAGE_POLICIES = ("skip", "track")
+FPS_WINDOW = 2.0  # seconds: fps in /diagnostics is the frames of the last FPS_WINDOW s
 LOG_EVERY = 5.0  # seconds: a recurring problem of one kind is logged at most this often
 
 
@@ -75,6 +90,8 @@ class _Frame:
     stamp_ns: int
     message: Any
     epoch: int
+    received: float  # time.monotonic() on arrival
+    damage_counted: bool = False  # its damage is counted once, however often it is decoded
 
 
 def _stamp_ns(stamp) -> int:
@@ -85,6 +102,18 @@ def _header(source: Header, stamp_ns: int) -> Header:
     """The image's header with the stamp the node used for it (the receive time for an
     image whose stamp was zero)."""
     return Header(frame_id=source.frame_id, stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000))
+
+
+def _tracked_object(report, state: int | None = None, confidence: float | None = None) -> TrackedObject:
+    result = report.result
+    return TrackedObject(
+        target_id=report.target_id,
+        tracker=report.tracker_name,
+        x=result.box.x, y=result.box.y, width=result.box.w, height=result.box.h,
+        confidence=float(result.confidence if confidence is None else confidence),
+        state=int(result.state if state is None else state),
+        processing_time=_duration(result.seconds),
+    )
 
 
 def _duration(seconds: float) -> Duration:
@@ -104,15 +133,28 @@ class TrackerNode(Node):
             tracker_factory=self._make_tracker,
             default_tracker=self.param("tracker"),
             max_targets=self.param("max_targets"),
+            on_resolution_change=self.param("on_resolution_change"),
         )
-        self.frames: StampedRing[Any] = StampedRing(self.param("frame_buffer_size"))
+        self.frames: StampedRing[_Frame] = StampedRing(self.param("frame_buffer_size"), self.param("frame_buffer_bytes"))
 
         # Latest-frame-wins hand-over between the image callback and the worker.
         self._pending: Any = None
         self._pending_cv = threading.Condition()
         self._running = True
         self.stats = {"received": 0, "processed": 0, "dropped": 0, "bad_images": 0,
-                      "repeated_stamps": 0, "stamp_steps_back": 0, "zero_stamps": 0}
+                      "repeated_stamps": 0, "stamp_steps_back": 0, "zero_stamps": 0,
+                      "damaged": 0, "oversized": 0, "size_changes": 0}
+        # Camera health: when the last image arrived, and the arrival time of the last frame
+        # tracked (or being tracked: _busy). Targets are stale once no usable image came for
+        # camera_timeout s while the worker is idle.
+        self._started_at = time.monotonic()
+        self._last_image_at: float | None = None
+        self._last_usable_at: float | None = None
+        self._busy = False
+        self._received_at: deque[float] = deque(maxlen=1000)
+        self._last_header: Header | None = None
+        self._last_size: tuple[int, int] | None = None
+        self._publish_lock = threading.Lock()  # results and stale re-publications stay in order
         # Stamp bookkeeping of the image callback (under _pending_cv): the last stamp used,
         # the clock epoch (bumped on a step back) and the epoch the worker has applied.
         self._last_stamp = -1
@@ -121,7 +163,7 @@ class TrackerNode(Node):
         self._last_log: dict[str, float] = {}
         self._latencies: deque[float] = deque(maxlen=300)
         self._process_times: deque[float] = deque(maxlen=300)
-        self._processed_at: deque[float] = deque(maxlen=300)
+        self._processed_at: deque[float] = deque(maxlen=1000)
         self._last_bad_image_log: dict[str, float] = {}
         self._last_debug = 0.0
 
@@ -151,7 +193,11 @@ class TrackerNode(Node):
         service_group = ReentrantCallbackGroup()
         self.create_service(InitTarget, "~/init_target", self._on_init_target, callback_group=service_group)
         self.create_service(StopTarget, "~/stop_target", self._on_stop_target, callback_group=service_group)
-        self.create_timer(self.param("diagnostics_period"), self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self._diagnostics_timer = self.create_timer(
+            self.param("diagnostics_period"), self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self._watchdog = self.create_timer(
+            self._watchdog_period(self.param("camera_timeout")), self._check_stale,
+            callback_group=MutuallyExclusiveCallbackGroup())
 
         self._worker = threading.Thread(target=self._work, name="tracking", daemon=True)
         self._worker.start()
@@ -183,6 +229,18 @@ class TrackerNode(Node):
                 raise ValueError(f"{rate} must be positive")
         if values.get("stamp_source", "auto") not in STAMP_SOURCES:
             raise ValueError(f"stamp_source must be one of {', '.join(STAMP_SOURCES)}, got {values['stamp_source']!r}")
+        if values.get("on_resolution_change", "rescale") not in RESOLUTION_POLICIES:
+            raise ValueError(f"on_resolution_change must be one of {', '.join(RESOLUTION_POLICIES)}, "
+                             f"got {values['on_resolution_change']!r}")
+        if values.get("on_damaged_image", "skip") not in DAMAGED_IMAGE_POLICIES:
+            raise ValueError(f"on_damaged_image must be one of {', '.join(DAMAGED_IMAGE_POLICIES)}, "
+                             f"got {values['on_damaged_image']!r}")
+        for positive in ("camera_timeout", "camera_error_timeout"):
+            if positive in values and float(values[positive]) <= 0:
+                raise ValueError(f"{positive} must be positive")
+        for positive in ("max_image_pixels", "frame_buffer_bytes"):
+            if positive in values and int(values[positive]) < 1:
+                raise ValueError(f"{positive} must be at least 1")
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         values = {p.name: p.value for p in parameters}
@@ -195,6 +253,12 @@ class TrackerNode(Node):
             self.targets.default_tracker = values["tracker"]
         if "max_targets" in values:
             self.targets.max_targets = int(values["max_targets"])
+        if "on_resolution_change" in values:
+            self.targets.on_resolution_change = values["on_resolution_change"]
+        if "diagnostics_period" in values:
+            self._diagnostics_timer.timer_period_ns = int(float(values["diagnostics_period"]) * 1e9)
+        if "camera_timeout" in values:
+            self._watchdog.timer_period_ns = int(self._watchdog_period(values["camera_timeout"]) * 1e9)
         changed = ", ".join(f"{k}={v}" for k, v in values.items())
         self.get_logger().info(f"parameters changed: {changed} (tracker/device settings apply to targets started from now on)")
         return SetParametersResult(successful=True)
@@ -218,7 +282,14 @@ class TrackerNode(Node):
         now = time.monotonic()
         if now - self._last_log.get(kind, -1e9) >= LOG_EVERY:
             self._last_log[kind] = now
-            getattr(self.get_logger(), level)(text)
+            # One call site per severity: rclpy refuses a site that changes its severity.
+            logger = self.get_logger()
+            if level == "error":
+                logger.error(text)
+            elif level == "warning":
+                logger.warning(text)
+            else:
+                logger.info(text)
 
     def _frame_stamp(self, message) -> int | None:
         """The stamp the node uses for this image (None: refuse the image). Called under
@@ -244,9 +315,32 @@ class TrackerNode(Node):
             stamp += 1
         return stamp
 
+    def _check_size(self, message) -> None:
+        """Refuse an image with more than max_image_pixels before anything is decoded or
+        buffered: the size a compressed image declares in its header, a raw one's fields."""
+        limit = self.param("max_image_pixels")
+        if isinstance(message, CompressedImage):
+            width, height = declared_size(message.data)
+            check_pixels(width, height, limit, "compressed image")
+        else:
+            check_pixels(int(message.width), int(message.height), limit)
+
     def _on_image(self, message) -> None:
+        received = time.monotonic()
+        try:
+            self._check_size(message)
+            error = None
+        except UnsupportedImageError as exc:
+            error = exc
         with self._pending_cv:
             self.stats["received"] += 1
+            self._last_image_at = received
+            self._received_at.append(received)
+            if error is not None:
+                if "max_image_pixels" in str(error):
+                    self.stats["oversized"] += 1
+                self._log_bad_image(error)
+                return
             stamp = self._frame_stamp(message)
             if stamp is None:
                 self.stats["bad_images"] += 1
@@ -272,27 +366,44 @@ class TrackerNode(Node):
                                 f"(bag loop, clock step or simulator reset; {self.stats['stamp_steps_back']} so far): "
                                 "frame buffer cleared, targets go on with the new frames")
             self._last_stamp = stamp
-            frame = _Frame(stamp, message, self._epoch)
-            self.frames.append(stamp, frame)
+            frame = _Frame(stamp, message, self._epoch, received)
+            self.frames.append(stamp, frame, len(message.data))
             if self._pending is not None:
                 self.stats["dropped"] += 1
             self._pending = frame
             self._pending_cv.notify()
 
-    def _decode(self, message) -> np.ndarray:
+    def _decode(self, frame: _Frame) -> np.ndarray:
+        """The image as BGR; raises UnsupportedImageError for one the node cannot use (a
+        damaged JPEG too, under on_damaged_image:=skip)."""
+        message = frame.message
+        limit = self.param("max_image_pixels")
         if isinstance(message, CompressedImage):
-            return compressed_to_bgr(message.format, message.data)
-        return image_to_bgr(message.encoding, message.height, message.width, message.step, message.data, bool(message.is_bigendian))
+            decoded = decode_compressed(message.format, message.data, limit)
+            if decoded.damage:
+                with self._pending_cv:
+                    if not frame.damage_counted:
+                        frame.damage_counted = True
+                        self.stats["damaged"] += 1
+                report = "; ".join(decoded.damage[:2])
+                if self.param("on_damaged_image") == "skip":
+                    raise UnsupportedImageError(f"damaged JPEG (decoder: {report})")
+                self._log_every("damaged_tracked", "warning",
+                                f"damaged JPEG tracked anyway (on_damaged_image:=track; decoder: {report}; "
+                                f"{self.stats['damaged']} so far)")
+            return decoded.image
+        return image_to_bgr(message.encoding, message.height, message.width, message.step, message.data,
+                            bool(message.is_bigendian), limit)
 
     def _log_bad_image(self, error: Exception) -> None:
         """Each kind of problem is logged at most every 5 s: a camera with the wrong encoding
         must not flood the log, but a second, different problem must still show."""
         self.stats["bad_images"] += 1
-        kind = str(error)[:32]
+        kind = str(error)[:24]
         now = time.monotonic()
-        if now - self._last_bad_image_log.get(kind, -1e9) > 5.0:
+        if now - self._last_bad_image_log.get(kind, -1e9) > LOG_EVERY:
             self._last_bad_image_log[kind] = now
-            self.get_logger().error(f"image skipped: {error} ({self.stats['bad_images']} so far)")
+            self.get_logger().error(f"image skipped: {error} ({self.stats['bad_images']} images rejected so far)")
 
     def _work(self) -> None:
         while self._running:
@@ -309,12 +420,28 @@ class TrackerNode(Node):
 
     def _track(self, frame: _Frame) -> None:
         started = time.perf_counter()
-        message = frame.message
         try:
-            image = self._decode(message)
+            image = self._decode(frame)
         except UnsupportedImageError as exc:
-            self._log_bad_image(exc)
+            with self._pending_cv:
+                self._log_bad_image(exc)
             return
+        self._busy = True
+        try:
+            self._track_image(frame, image, started)
+        finally:
+            self._busy = False
+
+    def _track_image(self, frame: _Frame, image: np.ndarray, started: float) -> None:
+        message = frame.message
+        size = (int(image.shape[1]), int(image.shape[0]))
+        if self._last_size is not None and size != self._last_size:
+            self.stats["size_changes"] += 1
+            self._log_every("size_change", "warning",
+                            f"image size changed from {self._last_size[0]}x{self._last_size[1]} to {size[0]}x{size[1]} "
+                            f"({self.stats['size_changes']} changes so far; on_resolution_change: "
+                            f"{self.param('on_resolution_change')})")
+        self._last_size = size
         if frame.epoch != self._worker_epoch:
             self._worker_epoch = frame.epoch
             self.targets.restart_clock()
@@ -324,18 +451,14 @@ class TrackerNode(Node):
         for report in reports:
             if report.error:
                 self.get_logger().error(f"target {report.target_id} ({report.tracker_name}) is LOST: tracker failed: {report.error}")
-            result = report.result
-            output.objects.append(
-                TrackedObject(
-                    target_id=report.target_id,
-                    tracker=report.tracker_name,
-                    x=result.box.x, y=result.box.y, width=result.box.w, height=result.box.h,
-                    confidence=float(result.confidence),
-                    state=int(result.state),
-                    processing_time=_duration(result.seconds),
-                )
-            )
-        self.publisher.publish(output)
+            if report.note:
+                level = "error" if report.note.startswith("LOST") else "info"
+                self._log_every(f"note:{report.target_id}:{report.note[:4]}", level, f"target {report.target_id}: {report.note}")
+            output.objects.append(_tracked_object(report))
+        with self._publish_lock:
+            self.publisher.publish(output)
+            self._last_header = header
+            self._last_usable_at = frame.received
         self.stats["processed"] += 1
         done = time.perf_counter()
         self._process_times.append(done - started)
@@ -379,7 +502,7 @@ class TrackerNode(Node):
             frames = []
             for stamp, frame in stamped:
                 try:
-                    frames.append((stamp, self._decode(frame.message)))
+                    frames.append((stamp, self._decode(frame)))
                 except UnsupportedImageError as exc:
                     if not frames:
                         raise TargetError(f"cannot start on that image: {exc}") from None
@@ -411,39 +534,102 @@ class TrackerNode(Node):
         self.get_logger().info(response.message)
         return response
 
-    # --- diagnostics ------------------------------------------------------------------
+    # --- camera health and diagnostics ------------------------------------------------
+    @staticmethod
+    def _watchdog_period(camera_timeout: float) -> float:
+        return max(0.05, float(camera_timeout) / 2)
+
+    def _silence(self, now: float) -> tuple[float, float]:
+        """(seconds since the last image arrived, seconds since the last usable one): since
+        start-up when none came; a frame being tracked counts as usable now."""
+        image = now - (self._last_image_at if self._last_image_at is not None else self._started_at)
+        usable = now - (self._last_usable_at if self._last_usable_at is not None else self._started_at)
+        return image, 0.0 if self._busy else usable
+
+    def _check_stale(self) -> None:
+        """No usable image for camera_timeout s: publish the targets LOST (confidence 0, their
+        last box) under the last image's header, every camera_timeout / 2 s, so that a robot
+        listening to ~/tracked_objects only learns that the data is stale."""
+        if not self._running:
+            return
+        _, usable = self._silence(time.monotonic())
+        if usable <= self.param("camera_timeout") or self._last_header is None:
+            return
+        reports = self.targets.reports()
+        if not reports:
+            return
+        with self._publish_lock:
+            if self._busy or not self._running:
+                return
+            output = TrackedObjectArray(header=self._last_header)
+            output.objects = [_tracked_object(r, state=TrackedObject.STATE_LOST, confidence=0.0) for r in reports]
+            self.publisher.publish(output)
+
+    def _rate(self, times, now: float) -> float:
+        """Events per second over the last FPS_WINDOW s (or since start-up, if shorter)."""
+        window = min(FPS_WINDOW, max(now - self._started_at, 1e-3))
+        return sum(1 for t in times if now - t <= window) / window
+
     def _publish_diagnostics(self) -> None:
+        if not self._running:
+            return
         now = time.monotonic()
-        recent = [t for t in self._processed_at if now - t <= 5.0]
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        fps = self._rate(list(self._processed_at), now)
+        camera_fps = self._rate(list(self._received_at), now)
+        image_silence, usable_silence = self._silence(now)
         latencies = np.array(self._latencies) if self._latencies else np.array([np.nan])
         process = np.array(self._process_times) if self._process_times else np.array([np.nan])
         reports = self.targets.reports()
+        warn_after, error_after = self.param("camera_timeout"), self.param("camera_error_timeout")
+        stale = usable_silence > warn_after
         values = {
             "fps": f"{fps:.2f}",
+            "camera_fps": f"{camera_fps:.2f}",
+            "seconds_since_image": f"{image_silence:.2f}" if self._last_image_at is not None else "inf",
+            "seconds_since_usable_image": f"{usable_silence:.2f}" if self._last_usable_at is not None else "inf",
+            "stale": "true" if stale else "false",
             "frames_received": str(self.stats["received"]),
             "frames_processed": str(self.stats["processed"]),
             "frames_dropped": str(self.stats["dropped"]),
             "images_rejected": str(self.stats["bad_images"]),
+            "images_damaged": str(self.stats["damaged"]),
+            "images_oversized": str(self.stats["oversized"]),
+            "image_size_changes": str(self.stats["size_changes"]),
             "stamps_repeated": str(self.stats["repeated_stamps"]),
             "stamps_zero": str(self.stats["zero_stamps"]),
             "stamp_steps_back": str(self.stats["stamp_steps_back"]),
+            "frame_buffer_frames": str(len(self.frames)),
+            "frame_buffer_bytes": str(self.frames.nbytes),
             "latency_p50_ms": f"{np.nanpercentile(latencies, 50) * 1e3:.1f}" if self._latencies else "nan",
             "latency_p95_ms": f"{np.nanpercentile(latencies, 95) * 1e3:.1f}" if self._latencies else "nan",
             "processing_p50_ms": f"{np.nanpercentile(process, 50) * 1e3:.1f}" if self._process_times else "nan",
             "targets": str(len(reports)),
         }
         for report in reports:
-            values[f"target/{report.target_id}"] = (
-                f"{report.tracker_name} {TrackState(report.result.state).name} {report.result.confidence:.2f}"
-            )
+            state = "LOST" if stale else TrackState(report.result.state).name
+            confidence = 0.0 if stale else report.result.confidence
+            values[f"target/{report.target_id}"] = f"{report.tracker_name} {state} {confidence:.2f}" + (
+                " (stale)" if stale else "")
         lost = [r.target_id for r in reports if r.result.state == TrackState.LOST]
-        level = DiagnosticStatus.WARN if lost else DiagnosticStatus.OK
+        if image_silence > warn_after:
+            level = DiagnosticStatus.ERROR if image_silence > error_after else DiagnosticStatus.WARN
+            text = (f"no image for {image_silence:.1f} s on '{self.image_topic}'" if self._last_image_at is not None
+                    else f"no image received yet on '{self.image_topic}'")
+        elif stale:
+            level = DiagnosticStatus.ERROR if usable_silence > error_after else DiagnosticStatus.WARN
+            text = (f"images arrive ({camera_fps:.1f} fps) but none was usable for {usable_silence:.1f} s "
+                    f"({self.stats['bad_images']} rejected so far)")
+        elif lost:
+            level, text = DiagnosticStatus.WARN, f"lost: {', '.join(lost)}"
+        else:
+            level, text = DiagnosticStatus.OK, f"{len(reports)} target(s), {fps:.1f} fps"
+        if stale and reports:
+            text += f"; targets published LOST (stale): {', '.join(r.target_id for r in reports)}"
         status = DiagnosticStatus(
             level=level,
             name=f"{self.get_fully_qualified_name()}: tracking",
             hardware_id="vtrack",
-            message=f"lost: {', '.join(lost)}" if lost else f"{len(reports)} target(s), {fps:.1f} fps",
+            message=text,
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )
         diagnostics = DiagnosticArray(status=[status])
