@@ -121,6 +121,20 @@ def _scale_box(box: Box, old: tuple[int, int], new: tuple[int, int]) -> Box:
 
 
 @dataclass
+class Starting:
+    """A target between begin() and finish(): initialised, catching up, not yet tracked with
+    the others."""
+
+    target: _Target
+    epoch: int
+    frames_caught_up: int = 0
+
+    @property
+    def last_stamp(self) -> int:
+        return self.target.last_stamp
+
+
+@dataclass
 class MultiTargetTracker:
     """Targets by id. `tracker_factory(name)` builds a configured tracker (may raise with a
     clear message for an unknown name or a bad setting).
@@ -164,34 +178,58 @@ class MultiTargetTracker:
         tracker's InvalidInputError / config errors) without touching existing targets.
         The work runs outside the lock, so frames keep being tracked meanwhile; a frame the
         worker tracks between the end of the catch-up and the insertion is skipped by this
-        new target only.
+        new target only. The same in steps (so that a caller can interleave them with live
+        frames): prepare, begin, catch_up per frame, finish.
         """
-        name = tracker_name or self.default_tracker
-        self._check_room(target_id)
-        with self._lock:
-            epoch = self._epoch
-        tracker = self.tracker_factory(name)  # may load a network
+        name, tracker = self.prepare(target_id, tracker_name)
         frames = iter(frames)
         try:
             first_stamp, first_image = next(frames)
         except StopIteration:
             raise TargetError("no image to start on") from None
-        tracker.init(first_image, box)
-        target = _Target(target_id, name, tracker, first_stamp,
-                         TrackResult(box=tracker.box, confidence=1.0, state=TrackState.INITIALIZING),
-                         image_size=_size_of(first_image), last_image=first_image)
+        starting = self.begin(name, tracker, target_id, first_stamp, first_image, box)
         for stamp, image in frames:
-            self._advance(target, stamp, image)
-            if target.lost_reason is not None:
-                raise TargetError(f"cannot catch up to the newest image: {target.lost_reason}; "
-                                  "start on a newer image")
+            self.catch_up(starting, stamp, image)
+        return self.finish(starting)
+
+    def prepare(self, target_id: str = "", tracker_name: str = "") -> tuple[str, Tracker]:
+        """Check there is room and build the tracker: (tracker name, tracker)."""
+        name = tracker_name or self.default_tracker
+        self._check_room(target_id)
+        return name, self.tracker_factory(name)  # may load a network
+
+    def begin(self, name: str, tracker: Tracker, target_id: str, stamp_ns: int, image: np.ndarray,
+              box: Box) -> "Starting":
+        """Initialise `tracker` on this frame (raises InvalidInputError for a box it cannot
+        start from); the target is not tracked with the others until finish()."""
         with self._lock:
-            self._check_room(target_id)
-            target.target_id = target_id = target_id or self._new_id()
-            if self._epoch != epoch:  # the clock stepped back meanwhile: take the next frame
+            epoch = self._epoch
+        tracker.init(image, box)
+        target = _Target(target_id, name, tracker, stamp_ns,
+                         TrackResult(box=tracker.box, confidence=1.0, state=TrackState.INITIALIZING),
+                         image_size=_size_of(image), last_image=image)
+        return Starting(target, epoch)
+
+    def catch_up(self, starting: "Starting", stamp_ns: int, image: np.ndarray) -> None:
+        """Track a target being started in one newer frame."""
+        target = starting.target
+        if stamp_ns <= target.last_stamp and starting.epoch == self._epoch:
+            return
+        self._advance(target, stamp_ns, image)
+        starting.frames_caught_up += 1
+        if target.lost_reason is not None:
+            raise TargetError(f"cannot catch up to the newest image: {target.lost_reason}; start on a newer image")
+
+    def finish(self, starting: "Starting") -> TargetReport:
+        """Track the started target with the others from the next frame on."""
+        target = starting.target
+        with self._lock:
+            self._check_room(target.target_id)
+            target.target_id = target.target_id or self._new_id()
+            if self._epoch != starting.epoch:  # the clock stepped back meanwhile: take the next frame
                 target.last_stamp = -1
-            self._targets[target_id] = target
-        return TargetReport(target_id, name, target.result)
+            self._targets[target.target_id] = target
+        return TargetReport(target.target_id, target.tracker_name, target.result)
 
     def _check_room(self, target_id: str) -> None:
         with self._lock:

@@ -78,6 +78,47 @@ TRACKER_OVERRIDES = ("device", "half", "weights", "confidence_threshold", "lost_
 STAMP_SOURCES = ("header", "receive", "auto")
 DAMAGED_IMAGE_POLICIES = ("skip", "track")
 FPS_WINDOW = 2.0  # seconds: fps in /diagnostics is the frames of the last FPS_WINDOW s
+MAX_CATCH_UP_FRAMES = 10  # an init on an older image catches up through at most this many newer ones
+CATCH_UP_EVERY = 0.25  # seconds: the longest a catch-up waits for the worker when frames always wait
+MAX_INITS_IN_PROGRESS = 2  # init_target requests worked on at once; more are answered "busy" at once
+MAX_NAME_LENGTH = 64  # target ids and tracker names in requests
+# Requests queue in DDS until an executor thread takes them: with the default depth of 10 a
+# burst of requests overwrote all but 10, and their callers waited in vain.
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+
+
+def _evenly(items: list, count: int) -> list:
+    """At most `count` of the items, evenly spaced, the last one always among them."""
+    if len(items) <= count:
+        return items
+    step = len(items) / count
+    return [items[len(items) - 1 - int(k * step)] for k in reversed(range(count))]
+
+
+def _short(text: str, limit: int = 32) -> str:
+    """A request's string for a message or log line: at most `limit` characters of it."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+class _InitJob:
+    """An init_target request handed to the worker: it initialises the tracker and catches
+    it up one frame at a time between live frames, then adds the target."""
+
+    def __init__(self, name: str, tracker, target_id: str, box: Box, first: tuple[int, np.ndarray],
+                 newer: list["_Frame"]) -> None:
+        self.name, self.tracker, self.target_id, self.box = name, tracker, target_id, box
+        self.first = first
+        self.newer = deque(newer)
+        self.starting = None
+        self.skipped = 0
+        self.cancelled = False
+        self.report = None
+        self.error: str | None = None
+        self.done = threading.Event()
+
 LOG_EVERY = 5.0  # seconds: a recurring problem of one kind is logged at most this often
 
 
@@ -155,6 +196,11 @@ class TrackerNode(Node):
         self._last_header: Header | None = None
         self._last_size: tuple[int, int] | None = None
         self._publish_lock = threading.Lock()  # results and stale re-publications stay in order
+        # init_target: at most MAX_INITS_IN_PROGRESS at once; their jobs run on the worker.
+        self._init_slots = threading.Semaphore(MAX_INITS_IN_PROGRESS)
+        self._jobs: deque[_InitJob] = deque()
+        self._last_live: tuple[int, np.ndarray] | None = None  # the last frame tracked live
+        self.stats["inits_busy"] = 0
         # Stamp bookkeeping of the image callback (under _pending_cv): the last stamp used,
         # the clock epoch (bumped on a step back) and the epoch the worker has applied.
         self._last_stamp = -1
@@ -191,8 +237,10 @@ class TrackerNode(Node):
         else:
             self.create_subscription(Image, self.image_topic, self._on_image, qos, callback_group=image_group)
         service_group = ReentrantCallbackGroup()
-        self.create_service(InitTarget, "~/init_target", self._on_init_target, callback_group=service_group)
-        self.create_service(StopTarget, "~/stop_target", self._on_stop_target, callback_group=service_group)
+        self.create_service(InitTarget, "~/init_target", self._on_init_target, qos_profile=SERVICE_QOS,
+                            callback_group=service_group)
+        self.create_service(StopTarget, "~/stop_target", self._on_stop_target, qos_profile=SERVICE_QOS,
+                            callback_group=service_group)
         self._diagnostics_timer = self.create_timer(
             self.param("diagnostics_period"), self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._watchdog = self.create_timer(
@@ -406,17 +454,75 @@ class TrackerNode(Node):
             self.get_logger().error(f"image skipped: {error} ({self.stats['bad_images']} images rejected so far)")
 
     def _work(self) -> None:
+        """Live frames first: after each one, init jobs take steps (initialise, or catch up
+        one frame) as long as no new frame waits. So a catch-up delays a live frame by one
+        tracker update at most. When the camera is faster than the tracker (a frame always
+        waits), a step still runs once CATCH_UP_EVERY s have passed since the last one, so a
+        catch-up finishes anyway."""
+        last_step = time.monotonic()
         while self._running:
             with self._pending_cv:
-                while self._pending is None and self._running:
+                while self._pending is None and not self._jobs and self._running:
                     self._pending_cv.wait(timeout=0.5)
-                message, self._pending = self._pending, None
-            if message is None:
-                continue
-            try:
-                self._track(message)
-            except Exception as exc:  # the worker must survive anything a frame does
-                self.get_logger().error(f"frame skipped after an unexpected error: {type(exc).__name__}: {exc}")
+                frame, self._pending = self._pending, None
+            if frame is not None:
+                try:
+                    self._track(frame)
+                except Exception as exc:  # the worker must survive anything a frame does
+                    self._log_every("unexpected", "error",
+                                    f"frame skipped after an unexpected error: {type(exc).__name__}: {exc}")
+            while self._running:
+                with self._pending_cv:
+                    if not self._jobs:
+                        last_step = time.monotonic()
+                        break
+                    if self._pending is not None and time.monotonic() - last_step < CATCH_UP_EVERY:
+                        break
+                    job = self._jobs[0]
+                self._step(job)
+                last_step = time.monotonic()
+        with self._pending_cv:
+            jobs, self._jobs = list(self._jobs), deque()
+        for job in jobs:
+            self._complete(job, error="the node is shutting down")
+
+    def _complete(self, job: _InitJob, report=None, error: str | None = None) -> None:
+        """Answer a job once (the first answer wins: a stop may come while it works)."""
+        with self._pending_cv:
+            if job in self._jobs:
+                self._jobs.remove(job)
+            if job.done.is_set():
+                return
+            job.report, job.error = report, error
+            job.done.set()
+
+    def _step(self, job: _InitJob) -> None:
+        """One piece of an init job's work on the worker thread."""
+        try:
+            if job.starting is None:
+                stamp, image = job.first
+                job.starting = self.targets.begin(job.name, job.tracker, job.target_id, stamp, image, job.box)
+                return
+            if job.newer:
+                frame = job.newer.popleft()
+                try:
+                    image = self._decode(frame)
+                except UnsupportedImageError:
+                    job.skipped += 1
+                    return
+                self.targets.catch_up(job.starting, frame.stamp_ns, image)
+                return
+            live = self._last_live  # frames tracked live meanwhile: jump to the newest one
+            if live is not None and live[0] > job.starting.last_stamp:
+                self.targets.catch_up(job.starting, *live)
+            with self._pending_cv:
+                if job.cancelled:
+                    return
+                report = self.targets.finish(job.starting)
+            self._complete(job, report)
+        except Exception as exc:  # a refusal (box, catch-up) or a broken tracker: answered
+            self._complete(job, error=str(exc) if isinstance(exc, (ValueError, TargetError)) else
+                           f"{type(exc).__name__}: {exc}")
 
     def _track(self, frame: _Frame) -> None:
         started = time.perf_counter()
@@ -446,6 +552,7 @@ class TrackerNode(Node):
             self._worker_epoch = frame.epoch
             self.targets.restart_clock()
         reports = self.targets.update(frame.stamp_ns, image)
+        self._last_live = (frame.stamp_ns, image)
         header = _header(message.header, frame.stamp_ns)
         output = TrackedObjectArray(header=header)
         for report in reports:
@@ -479,7 +586,39 @@ class TrackerNode(Node):
         self.debug_publisher.publish(Image(header=header, **bgr_to_image_fields(canvas)))
 
     # --- services ---------------------------------------------------------------------
+    def _check_name(self, what: str, text: str) -> None:
+        if len(text) > MAX_NAME_LENGTH or not text.isprintable():
+            raise TargetError(f"{what} must be at most {MAX_NAME_LENGTH} printable characters, got {_short(text)}")
+
     def _on_init_target(self, request: InitTarget.Request, response: InitTarget.Response) -> InitTarget.Response:
+        """Answered at once when refused or busy; else when the worker has started the
+        target (initialised and caught up between live frames)."""
+        response.success = False
+        response.target_id = request.target_id if len(request.target_id) <= MAX_NAME_LENGTH else ""
+        try:
+            self._check_name("target_id", request.target_id)
+            self._check_name("tracker", request.tracker)
+        except TargetError as exc:
+            response.message = str(exc)
+            self._log_every("init_refused_name", "warning", f"init_target refused: {exc}")
+            return response
+        if not self._running:
+            response.message = "the node is shutting down"
+            return response
+        if not self._init_slots.acquire(blocking=False):
+            with self._pending_cv:
+                self.stats["inits_busy"] += 1
+            response.message = (f"busy: {MAX_INITS_IN_PROGRESS} init_target requests are in progress; "
+                                "try again shortly")
+            self._log_every("init_busy", "warning",
+                            f"init_target refused: busy ({self.stats['inits_busy']} busy answers so far)")
+            return response
+        try:
+            return self._init_target(request, response)
+        finally:
+            self._init_slots.release()
+
+    def _init_target(self, request: InitTarget.Request, response: InitTarget.Response) -> InitTarget.Response:
         box = Box(request.x, request.y, request.width, request.height)
         wanted_ns = _stamp_ns(request.stamp)
         try:
@@ -499,36 +638,61 @@ class TrackerNode(Node):
                         f"no image with stamp {wanted_ns / 1e9:.9f} among the last {len(self.frames)} frames "
                         f"(held: {held_text}); use a recent stamp or 0 for the latest image"
                     )
-            frames = []
-            for stamp, frame in stamped:
-                try:
-                    frames.append((stamp, self._decode(frame)))
-                except UnsupportedImageError as exc:
-                    if not frames:
-                        raise TargetError(f"cannot start on that image: {exc}") from None
-            report = self.targets.start(frames, box, request.target_id, request.tracker)
+            first_stamp, first_frame = stamped[0]
+            try:
+                first_image = self._decode(first_frame)
+            except UnsupportedImageError as exc:
+                raise TargetError(f"cannot start on that image: {exc}") from None
+            name, tracker = self.targets.prepare(request.target_id, request.tracker)
+            job = _InitJob(name, tracker, request.target_id, box, (first_stamp, first_image),
+                           _evenly([frame for _, frame in stamped[1:]], MAX_CATCH_UP_FRAMES))
+            with self._pending_cv:
+                self._jobs.append(job)
+                self._pending_cv.notify()
+            while not job.done.wait(timeout=0.5):
+                if not self._running and not self._worker.is_alive():
+                    raise TargetError("the node is shutting down")
+            if job.error is not None:
+                raise TargetError(job.error)
+            report = job.report
         except Exception as exc:  # every refusal is answered, logged, and survived
             response.success = False
             response.message = str(exc)
-            response.target_id = request.target_id
             self.get_logger().warning(f"init_target refused: {exc}")
             return response
         response.success = True
         response.target_id = report.target_id
+        caught_up = job.starting.frames_caught_up if job.starting is not None else 0
         response.message = (
-            f"tracking {report.target_id} with {report.tracker_name} from stamp {frames[0][0] / 1e9:.3f}, "
-            f"caught up over {len(frames) - 1} newer frame(s)"
+            f"tracking {report.target_id} with {report.tracker_name} from stamp {first_stamp / 1e9:.3f}, "
+            f"caught up over {caught_up} newer frame(s)"
         )
         self.get_logger().info(response.message)
         return response
 
     def _on_stop_target(self, request: StopTarget.Request, response: StopTarget.Response) -> StopTarget.Response:
+        target_id = request.target_id
         try:
-            stopped = self.targets.stop(request.target_id)
+            self._check_name("target_id", target_id)
         except TargetError as exc:
             response.success, response.message = False, str(exc)
-            self.get_logger().warning(f"stop_target refused: {exc}")
+            self._log_every("stop_refused_name", "warning", f"stop_target refused: {exc}")
             return response
+        with self._pending_cv:  # targets still being started are stopped too
+            cancelled = [job for job in self._jobs if not target_id or job.target_id == target_id]
+            for job in cancelled:
+                job.cancelled = True
+        for job in cancelled:
+            self._complete(job, error="stopped (stop_target) before it started")
+        try:
+            stopped = self.targets.stop(target_id)
+        except TargetError as exc:
+            if not cancelled:
+                response.success, response.message = False, str(exc)
+                self.get_logger().warning(f"stop_target refused: {exc}")
+                return response
+            stopped = []
+        stopped += [f"{job.target_id or 'a new target'} (while starting)" for job in cancelled]
         response.success = True
         response.message = f"stopped {', '.join(stopped) if stopped else 'nothing (no targets)'}"
         self.get_logger().info(response.message)
