@@ -544,3 +544,148 @@ def test_catch_up_inits_do_not_hold_up_live_frames(tracker_node, couple):
     steady = [iou(o, gt[index_of[s]]) for s in during[:20] if tracker_node.result_for(s) is not None
               for o in tracker_node.result_for(s).objects if o.target_id == "steady"]
     assert np.mean(steady) > 0.3, steady  # and the live target was tracked meanwhile (CSRT drifts off later)
+
+
+def _set_parameter(harness: NodeUnderTest, name: str, value):
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    if not hasattr(harness, "_parameters_client"):
+        harness._parameters_client = harness.node.create_client(SetParameters, "/tracker_node/set_parameters")
+        assert harness._parameters_client.wait_for_service(timeout_sec=10.0)
+    if isinstance(value, str):
+        parameter = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    else:
+        parameter = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
+    request = SetParameters.Request(parameters=[ParameterMsg(name=name, value=parameter)])
+    return harness.call(harness._parameters_client, request).results[0]
+
+
+def test_parameters_that_must_be_refused_and_a_period_that_must_apply(tracker_node, couple, tmp_path):
+    """NaN, inf or 5.0 as confidence_threshold (every new target became LOST showing
+    confidence 1.0), NaN periods, missing weights / tracker_config_file (they broke every
+    later init, csrt too) are refused; a new diagnostics_period applies at once (the timer
+    kept its first period)."""
+    images, gt = couple
+    diagnostics = Diagnostics(tracker_node)
+    refused = {
+        ("confidence_threshold", float("nan")): "confidence_threshold",
+        ("confidence_threshold", float("inf")): "confidence_threshold",
+        ("confidence_threshold", 5.0): "at most 1.0",
+        ("diagnostics_period", float("nan")): "diagnostics_period must be a positive number",
+        ("debug_image_max_rate", float("nan")): "debug_image_max_rate must be a positive number",
+        ("camera_timeout", float("inf")): "camera_timeout must be a positive number",
+        ("weights", str(tmp_path / "missing.pt")): "weights: no such file",
+        ("tracker_config_file", str(tmp_path / "missing.yaml")): "tracker_config_file: no such file",
+    }
+    for (name, value), reason in refused.items():
+        result = _set_parameter(tracker_node, name, value)
+        assert not result.successful and reason in result.reason, (name, value, result.reason)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("- just\n- a list\n")
+    result = _set_parameter(tracker_node, "tracker_config_file", str(broken))
+    assert not result.successful and "mapping" in result.reason, result.reason
+    assert _set_parameter(tracker_node, "confidence_threshold", 0.3).successful  # a good value still goes
+
+    tracker_node.publish(images[0], frame_stamp_ns(0))
+    assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0)).success  # nothing broke the inits
+    for index in range(1, 5):
+        (obj,) = tracker_node.publish(images[index], frame_stamp_ns(index)).objects
+        assert obj.state in FOLLOWING, obj
+
+    def rate(seconds: float) -> float:
+        start = len(diagnostics.messages)
+        tracker_node.spin(seconds)
+        return (len(diagnostics.messages) - start) / seconds
+
+    before = rate(4.0)
+    assert _set_parameter(tracker_node, "diagnostics_period", 0.1).successful
+    tracker_node.spin(0.5)
+    after = rate(4.0)
+    print(f"/diagnostics at {before:.1f} Hz with period 1.0, {after:.1f} Hz after setting 0.1")
+    assert before <= 2.0 and after >= 4.0, (before, after)
+
+
+def test_bad_start_parameters_stop_the_node_with_a_reason(tmp_path):
+    import subprocess
+
+    from node_harness import tracker_node_command
+
+    for setting, reason in (("confidence_threshold:=5.0", "confidence_threshold"),
+                            (f"weights:={tmp_path / 'missing.pt'}", "weights: no such file")):
+        result = subprocess.run([*tracker_node_command(), "--ros-args", "-p", setting], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 2 and reason in result.stderr, (setting, result.returncode, result.stderr)
+
+
+def test_boxes_and_ids_that_must_be_refused(tracker_node, couple):
+    """Boxes mostly outside the image (1e30 wide: they became whole-frame targets), boxes
+    below min_box_size (a 2x2 box drifted to the corner at TRACKING 1.0), target ids that are
+    not short printable text: refused, with messages that do not echo huge strings."""
+    images, gt = couple
+    tracker_node.publish(images[0], frame_stamp_ns(0))
+    height, width = images[0].shape[:2]
+    refused = {
+        (0, 0, 1e30, 1e30): "lies inside",
+        (-1e30, 50, 2e30, 40): "lies inside",
+        (width - 20, height - 20, 100, 100): "lies inside",  # 4 % of it inside
+        (100, 100, 1, 1): "too small",
+        (100, 100, 2, 2): "too small",
+        (100, 100, 40, 6): "too small",
+    }
+    for box, reason in refused.items():
+        response = tracker_node.init(*box)
+        assert not response.success and reason in response.message, (box, response.message)
+    partly = tracker_node.init(width - 60, height - 80, 100, 120, target_id="edge")  # 40 % inside: clipped
+    assert partly.success, partly.message
+    assert tracker_node.stop("edge").success
+
+    long_id, long_name = "x" * 100_000, "y" * 100_000
+    for response in (tracker_node.init(*gt[0], target_id=long_id), tracker_node.init(*gt[0], target_id="bad\nid"),
+                     tracker_node.init(*gt[0], tracker=long_name)):
+        assert not response.success and "printable characters" in response.message, response.message[:200]
+        assert len(response.message) < 300 and len(response.target_id) <= 64
+    stop = tracker_node.stop(long_id)
+    assert not stop.success and len(stop.message) < 300
+    log = tracker_node.log()
+    assert "x" * 100 not in log and "y" * 100 not in log
+
+    ok = tracker_node.init(*gt[0], target_id="couple")
+    assert ok.success, ok.message
+    (obj,) = tracker_node.publish(images[1], frame_stamp_ns(1)).objects
+    assert obj.target_id == "couple" and iou(obj, gt[1]) > 0.5
+
+
+def test_shutdown_during_catch_up_inits_is_clean(tmp_path, couple):
+    """SIGINT while init requests catch up, and a second SIGINT right after: exit code 0,
+    and no "context is invalid" or unretrieved-exception lines (before: both lines, and
+    exit -2 on the second SIGINT)."""
+    import os
+    import signal
+
+    images, gt = couple
+    harness = NodeUnderTest(tmp_path / "tracker_node.log")
+    try:
+        for index in range(30):
+            harness.publish(images[index], frame_stamp_ns(index))
+        futures = [harness.init_client.call_async(_init_request(gt[5 + k], frame_stamp_ns(5 + k), f"t{k}"))
+                   for k in range(4)]
+        for index in range(30, 36):
+            harness.publish(images[index], frame_stamp_ns(index), wait=False)
+        # Two are worked on, two answered "busy" at once: then the catch-ups are under way.
+        assert harness.wait_for(lambda: sum(f.done() for f in futures) >= 2, 20.0), harness.log()
+        os.killpg(harness.process.pid, signal.SIGINT)
+        for index in range(36, 40):  # the camera does not know
+            harness.publish(images[index], frame_stamp_ns(index), wait=False)
+        harness.spin(0.2)
+        os.killpg(harness.process.pid, signal.SIGINT)
+        assert harness.wait_for(lambda: harness.process.poll() is not None, 30.0), harness.log()
+        harness.wait_for(lambda: all(f.done() for f in futures), 5.0)
+        print(f"exit code {harness.process.returncode}; init answers: "
+              f"{[f.result().message[:40] if f.done() else None for f in futures]}")
+        assert harness.process.returncode == 0, harness.log()
+        log = harness.log()
+        for bad in ("context is invalid", "never retrieved", "Traceback", "KeyboardInterrupt"):
+            assert bad not in log, log
+    finally:
+        harness.close()

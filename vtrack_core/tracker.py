@@ -45,6 +45,7 @@ class NotInitializedError(RuntimeError):
 
 
 MIN_BOX_SIDE = 2.0  # pixels; smaller boxes carry no appearance to track
+MIN_INSIDE_SHARE = 0.25  # of a box's area that must lie inside the image (else it is mostly guessed)
 
 
 def check_image(image: object) -> np.ndarray:
@@ -60,22 +61,31 @@ def check_image(image: object) -> np.ndarray:
     return image
 
 
-def check_init_box(box: Box, image_shape: tuple[int, ...]) -> Box:
-    """A box a tracker can start from: finite, positive size, mostly inside the image.
+def check_init_box(box: Box, image_shape: tuple[int, ...], min_side: float = MIN_BOX_SIDE) -> Box:
+    """A box a tracker can start from: finite, positive size, at least `min_side` pixels a
+    side, mostly inside the image.
 
-    A box partly outside the image is clipped to it; one with less than MIN_BOX_SIDE pixels
-    of either side left inside is refused.
+    A box partly outside the image is clipped to it; one with less than `min_side` pixels of
+    either side left inside, or with less than MIN_INSIDE_SHARE of its area inside (a box of
+    1e30 pixels at the origin would otherwise become a whole-frame target), is refused.
     """
     if not box.is_finite():
         raise InvalidInputError(f"box has a NaN or infinite value: {box.xywh()}")
     if box.w <= 0 or box.h <= 0:
         raise InvalidInputError(f"box must have a positive width and height, got {box.w} x {box.h}")
+    if box.w < min_side or box.h < min_side:
+        raise InvalidInputError(
+            f"box of {box.w:g} x {box.h:g} pixels is too small: at least {min_side:g} x {min_side:g} needed")
     height, width = image_shape[:2]
     inside = box.clip(width, height)
-    if inside.w < MIN_BOX_SIDE or inside.h < MIN_BOX_SIDE:
+    shown = tuple(float(f"{v:.4g}") for v in box.xywh())
+    if inside.w < min_side or inside.h < min_side:
+        raise InvalidInputError(f"box {shown} lies outside the {width}x{height} image")
+    share = inside.area / box.area if box.area > 0 else 0.0
+    if not share >= MIN_INSIDE_SHARE:
         raise InvalidInputError(
-            f"box {tuple(round(v, 1) for v in box.xywh())} lies outside the {width}x{height} image"
-        )
+            f"only {share:.2%} of box {shown} lies inside the {width}x{height} image "
+            f"(at least {MIN_INSIDE_SHARE:.0%} must)")
     return inside
 
 

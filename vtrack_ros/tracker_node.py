@@ -10,6 +10,9 @@ executor, so they answer while a frame is being tracked.
 """
 from __future__ import annotations
 
+import math
+import os
+import signal
 import sys
 import threading
 import time
@@ -26,15 +29,16 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from vtrack_core import Box, TrackState, available_trackers, tracker_class, tracker_config
-from vtrack_core.config import ConfigError
+from vtrack_core.config import ConfigError, load_yaml_overrides
 from vtrack_core.device import resolve_device
 from vtrack_core.session import RESOLUTION_POLICIES, MultiTargetTracker, StampedRing, TargetError
-from vtrack_core.tracker import InvalidInputError
+from vtrack_core.tracker import InvalidInputError, check_init_box
 from vtrack_core.video import draw_track
 from vtrack_ros.image_conversion import (
     UnsupportedImageError,
@@ -70,6 +74,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "on_damaged_image": ("skip", "skip: refuse JPEGs the decoder reports damaged; track: use them anyway (counted)"),
     "max_image_pixels": (4096 * 3072, "images with more pixels (width * height, read before decoding) are refused"),
     "frame_buffer_bytes": (256 * 1024 * 1024, "bytes of image messages the frame buffer may hold (besides the newest)"),
+    "min_box_size": (8.0, "smallest width and height (pixels, inside the image) init_target accepts"),
 }
 # Settings fixed at start-up (subscriptions and buffers are built from them).
 READ_ONLY = {"image_transport", "qos_reliability", "frame_buffer_size", "frame_buffer_bytes"}
@@ -269,12 +274,19 @@ class TrackerNode(Node):
             raise ValueError(f"image_transport must be raw or compressed, got {values['image_transport']!r}")
         if values.get("qos_reliability", "best_effort") not in ("best_effort", "reliable"):
             raise ValueError(f"qos_reliability must be best_effort or reliable, got {values['qos_reliability']!r}")
-        for positive in ("max_targets", "frame_buffer_size", "lost_after_frames"):
+        for positive in ("max_targets", "frame_buffer_size", "lost_after_frames", "max_image_pixels",
+                         "frame_buffer_bytes"):
             if positive in values and int(values[positive]) < 1:
-                raise ValueError(f"{positive} must be at least 1")
-        for rate in ("debug_image_max_rate", "diagnostics_period"):
-            if rate in values and float(values[rate]) <= 0:
-                raise ValueError(f"{rate} must be positive")
+                raise ValueError(f"{positive} must be at least 1, got {values[positive]}")
+        for positive in ("debug_image_max_rate", "diagnostics_period", "camera_timeout", "camera_error_timeout",
+                         "min_box_size"):
+            if positive in values and not (math.isfinite(float(values[positive])) and float(values[positive]) > 0):
+                raise ValueError(f"{positive} must be a positive number, got {values[positive]}")
+        if "confidence_threshold" in values:
+            threshold = float(values["confidence_threshold"])
+            if not (math.isfinite(threshold) and threshold <= 1.0):
+                raise ValueError(f"confidence_threshold must be at most 1.0 (confidences are 0..1; negative: each "
+                                 f"tracker's default), got {values['confidence_threshold']}")
         if values.get("stamp_source", "auto") not in STAMP_SOURCES:
             raise ValueError(f"stamp_source must be one of {', '.join(STAMP_SOURCES)}, got {values['stamp_source']!r}")
         if values.get("on_resolution_change", "rescale") not in RESOLUTION_POLICIES:
@@ -283,12 +295,15 @@ class TrackerNode(Node):
         if values.get("on_damaged_image", "skip") not in DAMAGED_IMAGE_POLICIES:
             raise ValueError(f"on_damaged_image must be one of {', '.join(DAMAGED_IMAGE_POLICIES)}, "
                              f"got {values['on_damaged_image']!r}")
-        for positive in ("camera_timeout", "camera_error_timeout"):
-            if positive in values and float(values[positive]) <= 0:
-                raise ValueError(f"{positive} must be positive")
-        for positive in ("max_image_pixels", "frame_buffer_bytes"):
-            if positive in values and int(values[positive]) < 1:
-                raise ValueError(f"{positive} must be at least 1")
+        # A file that is not there would break every later init (the config file is read
+        # for every tracker, csrt too): refuse it now.
+        for path_name in ("weights", "tracker_config_file"):
+            path = values.get(path_name) or ""
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{path_name}: no such file {path!r}")
+        if values.get("tracker_config_file"):
+            for name in available_trackers():
+                load_yaml_overrides(values["tracker_config_file"], name)  # ConfigError says what is wrong
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         values = {p.name: p.value for p in parameters}
@@ -643,6 +658,7 @@ class TrackerNode(Node):
                 first_image = self._decode(first_frame)
             except UnsupportedImageError as exc:
                 raise TargetError(f"cannot start on that image: {exc}") from None
+            check_init_box(box, first_image.shape, self.param("min_box_size"))
             name, tracker = self.targets.prepare(request.target_id, request.tracker)
             job = _InitJob(name, tracker, request.target_id, box, (first_stamp, first_image),
                            _evenly([frame for _, frame in stamped[1:]], MAX_CATCH_UP_FRAMES))
@@ -800,18 +816,37 @@ class TrackerNode(Node):
         diagnostics.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_publisher.publish(diagnostics)
 
-    def destroy_node(self) -> None:
+    def begin_shutdown(self) -> None:
+        """Stop taking work while the ROS context is still valid: the worker finishes the
+        frame or catch-up step in hand (its last publish still goes out) and ends, init
+        requests still waiting are answered "shutting down", the timers publish no more."""
+        if not getattr(self, "_running", False):  # not yet set when __init__ refused the settings
+            return
         self._running = False
-        worker = getattr(self, "_worker", None)  # absent when __init__ refused the settings
+        worker = getattr(self, "_worker", None)
         if worker is not None:
             with self._pending_cv:
                 self._pending_cv.notify_all()
-            worker.join(timeout=5.0)
+            worker.join(timeout=10.0)
+
+    def destroy_node(self) -> None:
+        self.begin_shutdown()
         super().destroy_node()
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    """Exit 0 on SIGINT or SIGTERM, however many come: the first starts an orderly shutdown
+    (work in hand finished and answered, then the executor, the node, the context), later
+    ones are ignored (a stuck shutdown still ends with SIGKILL; each wait in it is bounded). rclpy's own signal handlers are off: they invalidated the context
+    while the worker and services were still publishing and answering."""
+    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     try:
         node = TrackerNode()
     except (ConfigError, ValueError, KeyError) as exc:
@@ -821,10 +856,18 @@ def main(argv: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     finally:
+        # Ignored from now on, at the OS level: Python's finalization resets handlers of its
+        # own to the default (a second SIGINT then killed the process: exit -2), not SIG_IGN.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        node.get_logger().info("shutting down")
+        node.begin_shutdown()
+        executor.shutdown(timeout_sec=10.0)  # callbacks in flight finish (and answer) first
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
