@@ -3,10 +3,14 @@
 ROS plumbing only; the tracking logic is vtrack_core.session.MultiTargetTracker. Topics,
 services and parameters are documented in docs/nodes.md ("tracker_node").
 
-Threads: the image callback only stores the newest message (latest frame wins; a frame
-replaced before it was tracked counts as dropped) and wakes a worker thread that decodes,
-tracks and publishes. Services run in their own callback group on a multi-threaded
-executor, so they answer while a frame is being tracked.
+Threads: the image callback checks an image's size and stamp, stores it in the frame
+buffer and as the newest message (latest frame wins; a frame replaced before it was tracked
+counts as dropped) and wakes a worker thread that decodes, tracks and publishes. Services
+run in their own callback group on a multi-threaded executor, so they answer while a frame
+is being tracked; an init_target request becomes a job the worker works on between live
+frames (initialise, then catch up one buffered frame at a time), and its service thread
+answers when the job is done. Timers publish /diagnostics and, when no usable image came
+for camera_timeout, the targets as LOST (stale).
 """
 from __future__ import annotations
 
