@@ -13,7 +13,10 @@ mid-level cells (`resample_to_grid`), so both heat maps live on one grid.
 Our reading of points the paper leaves open, each a config value (why each default, and
 the held-back runs that decided it: docs/trackers/fcnt.md):
 * Feature scaling: both levels are divided by their first-frame RMS activation, so the
-  heat-map networks see inputs of unit scale whatever the backbone.
+  heat-map networks see inputs of unit scale whatever the backbone; the selected maps they
+  read are also centred on their first-frame means. ReLU maps are non-negative, so without
+  the centring every Adam step moves all of a hidden unit's weights the same way, and on
+  sparse VGG-16 conv4-3 maps whole networks died in the first steps (docs/trackers/fcnt.md).
 * Optimiser: Adam. The paper's SGD rates (1e-9 sel-CNN, 1e-7 GNet/SNet) belong to Caffe's
   unnormalised sums over raw VGG activations and do not carry over.
 * The heat-map networks end in a ReLU as in the paper; on the target's cells the loss is
@@ -394,6 +397,8 @@ class FCNTTracker(DeepTracker):
                                    cfg.sel_dropout, cfg.sel_kernel)
         self.keep_mid, self.keep_high = keep_mid, keep_high
         mid, high = mid[:, keep_mid], high[:, keep_high]
+        self.centres = (mid.mean(dim=(0, 2, 3), keepdim=True), high.mean(dim=(0, 2, 3), keepdim=True))
+        mid, high = mid - self.centres[0], high - self.centres[1]
         # sec. 4.2: GNet on the high level, SNet on the mid level, trained on frame 1 (eq. 7)
         self.gnet = HeatmapNet(len(keep_high)).to(self.device)
         self.snet = HeatmapNet(len(keep_mid)).to(self.device)
@@ -424,8 +429,8 @@ class FCNTTracker(DeepTracker):
         cfg = self.config
         height, width = image.shape[:2]
         mid, high, origin, zoom = self._crop(frame)
-        mid = mid[:, self.keep_mid] / self.scales[0]
-        high = high[:, self.keep_high] / self.scales[1]
+        mid = mid[:, self.keep_mid] / self.scales[0] - self.centres[0]
+        high = high[:, self.keep_high] / self.scales[1] - self.centres[1]
         # eq. 8: candidates from a Gaussian around the last state (x, y, scale)
         candidates = draw_candidates(self.state, cfg.candidates, *self.spread, self.rng)
         with torch.no_grad():
