@@ -476,6 +476,7 @@ def test_a_crowd_of_init_requests_is_answered(tracker_node, couple):
     from vtrack_ros.srv import InitTarget
 
     images, gt = couple
+    diagnostics = Diagnostics(tracker_node)
     tracker_node.publish(images[0], frame_stamp_ns(0))
     # Deep client histories too: every client's response reader sees the answers to all of
     # them (rmw_fastrtps sends each answer to every client, which keeps its own), so with a
@@ -501,6 +502,8 @@ def test_a_crowd_of_init_requests_is_answered(tracker_node, couple):
     assert accepted and len(accepted) + len(busy) == 200, {a.message for a in answers}
     (obj,) = tracker_node.publish(images[1], frame_stamp_ns(1)).objects  # and it still tracks
     assert obj.target_id == "crowd" and iou(obj, gt[1]) > 0.5
+    counted = diagnostics.wait(tracker_node, lambda d: d.get("init_requests") == "204")  # 4 first calls + 200
+    assert counted is not None and counted["init_requests_busy"] == str(len(busy)), diagnostics.latest()
 
 
 def test_catch_up_inits_do_not_hold_up_live_frames(tracker_node, couple):

@@ -209,6 +209,7 @@ class TrackerNode(Node):
         self._init_slots = threading.Semaphore(MAX_INITS_IN_PROGRESS)
         self._jobs: deque[_InitJob] = deque()
         self._last_live: tuple[int, np.ndarray] | None = None  # the last frame tracked live
+        self.stats["init_requests"] = 0
         self.stats["inits_busy"] = 0
         # Stamp bookkeeping of the image callback (under _pending_cv): the last stamp used,
         # the clock epoch (bumped on a step back) and the epoch the worker has applied.
@@ -612,6 +613,8 @@ class TrackerNode(Node):
     def _on_init_target(self, request: InitTarget.Request, response: InitTarget.Response) -> InitTarget.Response:
         """Answered at once when refused or busy; else when the worker has started the
         target (initialised and caught up between live frames)."""
+        with self._pending_cv:
+            self.stats["init_requests"] += 1
         response.success = False
         response.target_id = request.target_id if len(request.target_id) <= MAX_NAME_LENGTH else ""
         try:
@@ -782,6 +785,8 @@ class TrackerNode(Node):
             "stamps_repeated": str(self.stats["repeated_stamps"]),
             "stamps_zero": str(self.stats["zero_stamps"]),
             "stamp_steps_back": str(self.stats["stamp_steps_back"]),
+            "init_requests": str(self.stats["init_requests"]),
+            "init_requests_busy": str(self.stats["inits_busy"]),
             "frame_buffer_frames": str(len(self.frames)),
             "frame_buffer_bytes": str(self.frames.nbytes),
             "latency_p50_ms": f"{np.nanpercentile(latencies, 50) * 1e3:.1f}" if self._latencies else "nan",
