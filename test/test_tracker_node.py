@@ -215,15 +215,27 @@ def test_latest_frame_wins_under_a_burst(tracker_node, sequence):
     assert report["frames_dropped"] >= 1
 
 
-@pytest.mark.parametrize("tracker_node", [["-p", "tracker:=siamfc", "-p", "diagnostics_period:=0.2"]], indirect=True)
-def test_camera_faster_than_tracker_reports_drops_and_still_tracks(tracker_node, dev_dataset_dir):
+@pytest.fixture
+def slow_siamfc_node(tmp_path):
+    """tracker_node running SiamFC with the paper's three search crops a frame (100-200 ms a
+    frame on these CPUs, several times a 30 Hz camera's period)."""
+    settings = tmp_path / "trackers.yaml"
+    settings.write_text("siamfc:\n  scale_mode: crops\n")
+    harness = NodeUnderTest(tmp_path / "tracker_node.log", node_args=[
+        "-p", "tracker:=siamfc", "-p", "diagnostics_period:=0.2", "-p", f"tracker_config_file:={settings}"])
+    yield harness
+    harness.close()
+
+
+def test_camera_faster_than_tracker_reports_drops_and_still_tracks(slow_siamfc_node, dev_dataset_dir):
     """A camera that does not wait for the tracker: the node keeps only the newest frame,
     reports what it dropped, and the robot sees the last published box for a dropped frame,
-    scored that way. A 12 Hz camera and SiamFC, which takes 85-300 ms a frame on these CPUs:
-    frames are dropped on any machine, at a rate the transport never loses. (CSRT needed a
-    camera near 70 Hz to drop anything on an idle machine; at that rate the node's image
-    callback lost most frames to deserialising them, and the test failed on luck.) Crossing:
-    SiamFC's offline AUC 0.70, 0.68 updating only every fifth frame."""
+    scored that way. A 30 Hz camera and SiamFC with three search crops a frame: frames are
+    dropped on any CPU, at a rate the transport never loses. (CSRT needed a camera near 70 Hz
+    to drop anything on an idle machine; at that rate the node's image callback lost most
+    frames to deserialising them, and the test failed on luck.) Crossing: SiamFC's offline
+    AUC 0.71."""
+    tracker_node = slow_siamfc_node
     import time
 
     from diagnostic_msgs.msg import DiagnosticArray
@@ -235,7 +247,7 @@ def test_camera_faster_than_tracker_reports_drops_and_still_tracks(tracker_node,
     gt = sequence.ground_truth
     tracker_node.publish(images[0], frame_stamp_ns(0))
     assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0)).success
-    period = 1 / 12
+    period = 1 / 30
     next_time = time.monotonic()
     for index in range(1, len(images)):
         tracker_node.publish(images[index], frame_stamp_ns(index), wait=False)
@@ -284,7 +296,7 @@ def test_camera_faster_than_tracker_reports_drops_and_still_tracks(tracker_node,
     assert received - processed == node_dropped, (received, processed, node_dropped)
     assert received <= len(images) and processed >= tracked + 1, (received, processed, tracked)
     assert node_dropped > 0, (received, processed, node_dropped)
-    assert tracked > 0.3 * (len(images) - 1)
+    assert tracked > 0.15 * (len(images) - 1)  # 26 % on a loaded 2-core machine
     assert auc > 0.5
 
 
@@ -358,9 +370,12 @@ def test_services_answer_while_a_slow_frame_is_tracked(tmp_path, sequence):
     if torch.cuda.is_available():
         pytest.skip("on a GPU SiamFC is too fast to keep the worker busy")
     weights = tmp_path / "random_siamfc.pt"
-    torch.save(SiamFCNet().state_dict(), weights)
+    torch.save(SiamFCNet().state_dict(), weights)  # Table 1's AlexNet: 3 search crops of 255 px a frame
+    settings = tmp_path / "trackers.yaml"
+    settings.write_text("siamfc:\n  backbone: alexnet\n")
     harness = NodeUnderTest(tmp_path / "tracker_node.log", node_args=[
-        "-p", "tracker:=siamfc", "-p", f"weights:={weights}", "-p", "device:=cpu"])
+        "-p", "tracker:=siamfc", "-p", f"weights:={weights}", "-p", "device:=cpu",
+        "-p", f"tracker_config_file:={settings}"])
     try:
         harness.publish(sequence.image(0), frame_stamp_ns(0))
         response = harness.init(*sequence.ground_truth[0], stamp=frame_stamp_ns(0))

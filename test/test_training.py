@@ -367,7 +367,7 @@ def test_cli_train_writes_everything_and_resumes(small_data, cache_dir, tmp_path
     assert not any(k.endswith("num_batches_tracked") for k in weights)
     from vtrack_core import Box, create_tracker
 
-    tracker = create_tracker("siamfc", weights=str(out / "siamfc.pt"), device="cpu")
+    tracker = create_tracker("siamfc", backbone="alexnet", weights=str(out / "siamfc.pt"), device="cpu")
     assert next(tracker.net.parameters()).dtype == torch.float32
     sequence = load_dataset(small_data, ["vot_ball1"])[0]
     tracker.init(sequence.image(0), Box.from_xywh(sequence.ground_truth[0]))

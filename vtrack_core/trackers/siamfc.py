@@ -164,7 +164,8 @@ def load_siamfc_weights(net: SiamFCNet, path: str | Path) -> None:
 # --- tracker (sections 2.4, 3.2) ----------------------------------------------------------------
 @dataclass
 class SiamFCConfig(DeepTrackerConfig):
-    backbone: str = "alexnet"  # alexnet: Table 1 | mobilenet_v2, efficientnet_lite0: ImageNet trunks at stride 8
+    backbone: str = "mobilenet_v2"  # alexnet: Table 1 (the paper's) | mobilenet_v2, efficientnet_lite0: ImageNet trunks
+    #                                 at stride 8 (mobilenet_v2: the better on dev, docs/trackers/siamfc.md)
     exemplar_cells: int = 8  # pretrained trunks: exemplar features kept (centre crop; the search's follow)
     adjust_channels: int = 256  # pretrained trunks: channels of the 1x1 adjust layer
     scale_mode: str = "auto"  # crops: one crop a scale, in one batch (the paper) | features: one crop, the
