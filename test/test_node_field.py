@@ -205,10 +205,12 @@ def test_a_camera_that_stops_makes_the_targets_stale(tracker_node, couple):
     assert tracker_node.init(*gt[0], stamp=frame_stamp_ns(0), target_id="couple").success
     for index in range(1, 30):
         assert tracker_node.publish(images[index], frame_stamp_ns(index)) is not None
+    # The camera stopped when its last image was answered: camera_timeout counts from there
+    # (not from the end of the wait below, which can itself take most of a second).
+    stopped = time.monotonic()
     running = diagnostics.wait(tracker_node, lambda d: int(d["frames_processed"]) >= 30)
     assert running is not None and running["level"] == OK and "TRACKING" in running["target/couple"], running
 
-    stopped = time.monotonic()
     count = len(tracker_node.results)
     warn = diagnostics.wait(tracker_node, lambda d: d["level"] == WARN, 15.0)
     assert warn is not None, diagnostics.latest()

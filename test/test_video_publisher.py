@@ -3,6 +3,8 @@ isolated ROS domain, seen from an rclpy node in the test: frames, stamps, lockst
 exit codes."""
 from __future__ import annotations
 
+import copy
+
 import os
 import signal
 import subprocess
@@ -313,3 +315,50 @@ def test_parse_stamp_and_box():
     assert init_client.parse_stamp("1700000000.25") == (1_700_000_000, 250_000_000)
     assert init_client.parse_box(["-3,4.5,10,20"]) == (-3.0, 4.5, 10.0, 20.0)
     assert init_client.parse_box(["1", "2", "3", "4"]) == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_hold_until_tracked_repeats_frame_0_until_a_target_is_tracked_on_it(ros, spawn, couple):
+    """hold_until_tracked: the first frame goes out again and again (each copy with its own
+    stamp, before frame 0's) until a result with a target and the stamp of a copy comes back;
+    results without a target, or for other stamps, do not end the hold. Then frame 1 follows
+    with its own sequence stamp."""
+    domain, node, executor = ros
+    rate = 20.0
+    images: list[Image] = []
+    node.create_subscription(Image, "/cam/image", images.append, QoSProfile(depth=500))
+    results = node.create_publisher(TrackedObjectArray, "/test/tracked", QoSProfile(depth=10))
+    proc = spawn(
+        PUBLISHER + [
+            "--ros-args", "-p", f"source:={couple}", "-p", f"rate:={rate}", "-p", "max_frames:=5",
+            "-p", "stamp_mode:=sequence", "-p", "stamp_start:=31.0", "-p", "hold_first_frame:=30.0",
+            "-p", "hold_until_tracked:=/test/tracked", "-p", "wait_for_subscribers:=1", "-r", "image:=/cam/image",
+        ],
+        domain,
+    )
+    first = cv2.imread(str(sorted((couple / "img").glob("*.jpg"))[0]))
+    assert spin_until(executor, lambda: len(images) >= 10, 30.0), proc.poll()
+    # An empty result (no target yet) on a copy, and a target on a stamp that is no copy.
+    from vtrack_ros.msg import TrackedObject
+
+    results.publish(TrackedObjectArray(header=images[5].header))
+    bogus = TrackedObjectArray(header=copy.deepcopy(images[5].header), objects=[TrackedObject(target_id="t")])
+    bogus.header.stamp.sec += 1000  # a copy: the received message keeps its stamp
+    results.publish(bogus)
+    count = len(images)
+    spin_until(executor, lambda: len(images) >= count + 20, 5.0)
+    assert all(np.array_equal(as_array(m), first) for m in images), "the hold ended without a target on a copy"
+    # A target on a copy ends it.
+    results.publish(TrackedObjectArray(header=images[8].header, objects=[TrackedObject(target_id="t")]))
+    code, output = finish(proc, executor, timeout=20.0)
+    spin_until(executor, lambda: False, 0.5)
+    assert code == 0, output
+    assert "a target is tracked on it; playing on" in output
+    copies = [m for m in images if stamp_ns(m) < 31_000_000_000]
+    played = [m for m in images if stamp_ns(m) > 31_000_000_000]
+    assert len(copies) >= count + 10 and all(np.array_equal(as_array(m), first) for m in copies)
+    files = sorted((couple / "img").glob("*.jpg"))
+    assert [stamp_ns(m) for m in played] == [31_000_000_000 + k * 50_000_000 for k in range(1, 5)]
+    for k, message in enumerate(played, start=1):
+        np.testing.assert_array_equal(as_array(message), cv2.imread(str(files[k])))
+    stamps = [stamp_ns(m) for m in images]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)

@@ -2,9 +2,16 @@
 
 Starts `video_publisher` (a video as a camera at a set rate) and `tracker_node` in a private
 ROS domain, initialises a target through `~/init_target` on the first frame, records every
-frame's stamp and the node's output, and ends with a summary (frames, tracked fps, dropped
-frames, end-to-end latency from image stamp to result arrival, p50/p95), an overlay video
-and a boxes file. The main job of the README and the node latency benchmark both run it.
+frame's publication (its camera_info) and the node's output, and ends with a summary
+(frames, tracked fps, dropped frames, end-to-end latency from publication to result
+arrival, p50/p95), an overlay video and a boxes file. The main job of the README and the
+node latency benchmark both run it.
+
+The publisher holds frame 0 (repeats it, each copy with its own stamp) until the node
+reports a target on one of the copies; the demo starts the target on the newest copy the
+node has answered. So the box drawn on frame 0 is started on frame 0's pixels whenever the
+node's subscription matched the publisher and however long the tracker takes to start, and
+no frame of the video passes while it starts.
 """
 from __future__ import annotations
 
@@ -67,16 +74,21 @@ def default_init(video: str) -> str:
     return DEFAULT_INIT
 
 
+HOLD_SECONDS = 120.0  # longest hold of the first frame while the tracker starts (models, warm-up)
+
+
 def run(args: argparse.Namespace) -> dict:
     import rclpy
     from builtin_interfaces.msg import Time
     from rclpy.executors import SingleThreadedExecutor
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo
 
     from vtrack_core import Box
     from vtrack_ros.msg import TrackedObjectArray
     from vtrack_ros.srv import InitTarget
+    from vtrack_ros.video_publisher import Settings, sequence_stamp_ns
 
     tracker = choose_tracker(args.tracker)
     init_box = Box.parse(args.init or default_init(args.video))
@@ -85,11 +97,20 @@ def run(args: argparse.Namespace) -> dict:
     domain = int(os.environ.get("VTRACK_DEMO_DOMAIN_ID", random.randint(120, 200)))
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
     image_topic = "/vtrack_demo/image"
+    info_topic = "/vtrack_demo/camera_info"
+    # Sequence stamps: source frame k has stamp stamp_start + k / rate, so a result names its
+    # frame exactly; the held copies of frame 0 are stamped before stamp_start (k <= 0).
+    stamps = Settings(source=args.video, rate=args.rate, stamp_start=HOLD_SECONDS + 1.0,
+                      hold_first_frame=HOLD_SECONDS)
+
+    def frame_of(stamp: int) -> int:
+        k = round((stamp - sequence_stamp_ns(stamps, 0)) * args.rate / 1e9)
+        return k if sequence_stamp_ns(stamps, k) == stamp else -10**9
 
     node_log = open(out / "tracker_node.log", "w")
     publisher_log = open(out / "video_publisher.log", "w")
     # Reliable: Fast DDS loses fragments of large (768x576: 1.3 MB) best-effort images on a
-    # busy host; the node still keeps only the newest frame (history depth 1).
+    # busy host; the node still keeps only the newest frame.
     node_args = [_bin("tracker_node"), "--ros-args", "-r", f"image:={image_topic}", "-p", f"tracker:={tracker}",
                  "-p", "qos_reliability:=reliable"]
     for extra in args.set:
@@ -101,24 +122,32 @@ def run(args: argparse.Namespace) -> dict:
     node = rclpy.create_node("vtrack_demo", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    frame_stamps: list[int] = []  # in publishing order: index -> stamp
-    frame_arrival: dict[int, float] = {}
+    # The demo listens to camera_info (same header as each image, a few hundred bytes), not
+    # to the images: 1.3 MB messages at 25 Hz deserialised in this process cost the node
+    # CPU on a small machine, and a listener that falls behind loses them from its history.
+    published_at: dict[int, float] = {}  # stamp -> arrival of its camera_info (wall time)
     results: dict[int, tuple[float, object]] = {}  # stamp -> (arrival wall time, message)
 
     def stamp_ns(stamp) -> int:
         return stamp.sec * 1_000_000_000 + stamp.nanosec
 
-    def on_image(message: Image) -> None:
-        stamp = stamp_ns(message.header.stamp)
-        frame_stamps.append(stamp)
-        frame_arrival[stamp] = time.time()
+    def on_info(message: CameraInfo) -> None:
+        published_at[stamp_ns(message.header.stamp)] = time.time()
 
     def on_result(message) -> None:
         results[stamp_ns(message.header.stamp)] = (time.time(), message)
 
-    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    node.create_subscription(Image, image_topic, on_image, reliable)
+    node_counts: dict[str, str] = {}  # the node's own account, from its last /diagnostics
+
+    def on_diagnostics(message: DiagnosticArray) -> None:
+        for status in message.status:
+            if status.name.startswith("/tracker_node"):
+                node_counts.update({kv.key: kv.value for kv in status.values})
+
+    reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(CameraInfo, info_topic, on_info, reliable)
     node.create_subscription(TrackedObjectArray, "/tracker_node/tracked_objects", on_result, reliable)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     init_client = node.create_client(InitTarget, "/tracker_node/init_target")
 
     def spin_until(predicate, timeout: float) -> bool:
@@ -130,12 +159,17 @@ def run(args: argparse.Namespace) -> dict:
         return True
 
     try:
-        if not init_client.wait_for_service(timeout_sec=60.0):
+        # The service comes up once the node has built and warmed up its tracker.
+        if not init_client.wait_for_service(timeout_sec=120.0):
             raise RuntimeError(f"tracker_node did not start; see {out / 'tracker_node.log'}")
+        # The publisher repeats frame 0 until the node reports a target on one of its copies
+        # (hold_until_tracked), so the box drawn on frame 0 is started on frame 0 whenever the
+        # node's subscription matched and however long its tracker takes to start.
         publisher_args = [
-            _bin("video_publisher"), "--ros-args", "-r", f"image:={image_topic}",
+            _bin("video_publisher"), "--ros-args", "-r", f"image:={image_topic}", "-r", f"camera_info:={info_topic}",
             "-p", f"source:={args.video}", "-p", f"rate:={args.rate}",
-            "-p", "wait_for_subscribers:=2",
+            "-p", "wait_for_subscribers:=1", "-p", "stamp_mode:=sequence", "-p", f"stamp_start:={stamps.stamp_start}",
+            "-p", f"hold_first_frame:={HOLD_SECONDS}", "-p", "hold_until_tracked:=/tracker_node/tracked_objects",
         ]
         if args.max_frames:
             publisher_args += ["-p", f"max_frames:={args.max_frames}"]
@@ -144,29 +178,26 @@ def run(args: argparse.Namespace) -> dict:
         publisher = subprocess.Popen(publisher_args, env=env, stdout=publisher_log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         processes.append(publisher)
-        # The node's first output proves it holds frames; the box belongs to frame 0.
-        if not spin_until(lambda: frame_stamps and results, 60.0):
+        # The node's first output proves it holds a copy of frame 0 (the publisher plays on
+        # only once a target is tracked on one).
+        if not spin_until(lambda: results, HOLD_SECONDS):
             raise RuntimeError(f"no image reached tracker_node; see {out / 'video_publisher.log'}, {out / 'tracker_node.log'}")
-        first = frame_stamps[0]
-        init_stamp, init_seconds = 0, float("nan")
-        for stamp in (first, 0):  # frame 0, or the latest if the node never got frame 0
-            request = InitTarget.Request(stamp=Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000),
-                                         x=init_box.x, y=init_box.y, width=init_box.w, height=init_box.h)
-            asked = time.monotonic()
-            future = init_client.call_async(request)
-            if spin_until(future.done, 60.0) and future.result().success:
-                init_seconds = time.monotonic() - asked
-                init_stamp = stamp or (frame_stamps[-1] if frame_stamps else 0)
-                break
-        if not future.done() or not future.result().success:
+        init_stamp = max(results)
+        if frame_of(init_stamp) > 0:
+            raise RuntimeError(f"the node's first result is for frame {frame_of(init_stamp)}, not a copy of frame 0")
+        request = InitTarget.Request(stamp=Time(sec=init_stamp // 1_000_000_000, nanosec=init_stamp % 1_000_000_000),
+                                     x=init_box.x, y=init_box.y, width=init_box.w, height=init_box.h)
+        asked = time.monotonic()
+        future = init_client.call_async(request)
+        if not spin_until(future.done, 120.0) or not future.result().success:
             message = future.result().message if future.done() else "no answer"
             raise RuntimeError(f"init_target failed: {message}")
+        init_seconds = time.monotonic() - asked
         print(f"vtrack-demo: {future.result().message}")
-        started = time.time()
         spin_until(lambda: publisher.poll() is not None, 24 * 3600.0)
-        # The last frames' results are still on their way.
-        spin_until(lambda: frame_stamps and frame_stamps[-1] in results, 5.0)
-        duration = time.time() - started
+        last = max(published_at, default=0)
+        spin_until(lambda: last in results, 5.0)  # the last frames' results are still on their way
+        spin_until(lambda: False, 1.2)  # and the node's last /diagnostics
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
@@ -181,18 +212,23 @@ def run(args: argparse.Namespace) -> dict:
         node_log.close()
         publisher_log.close()
 
-    # Frames after the init frame count; one counts as tracked when the node's answer for it
-    # holds the target. Frames answered while the tracker was still initialising (seconds for
-    # the deep trackers on a CPU) or dropped by the node are not tracked.
-    after = [s for s in frame_stamps if s > init_stamp]
+    # Source frames 1.. count; one counts as tracked when the node's answer for it holds the
+    # target. Frames dropped by the node (or answered without the target) are not tracked.
+    frames = max([frame_of(s) for s in list(published_at) + list(results)] + [0]) + 1
+    after = [sequence_stamp_ns(stamps, k) for k in range(1, frames)]
     tracked = [s for s in after if s in results and results[s][1].objects]
-    latencies = np.array([results[s][0] - s / 1e9 for s in tracked]) * 1e3
+    latencies = np.array([results[s][0] - published_at[s] for s in tracked if s in published_at]) * 1e3
+    begun = [published_at[s] for s in after if s in published_at]
+    ended = [results[s][0] for s in tracked]
+    duration = max(ended) - min(begun) if begun and ended else float("nan")
     summary = {
         "tracker": tracker,
         "video": args.video,
         "rate_hz": args.rate,
         "lockstep": bool(args.lockstep),
-        "frames": len(frame_stamps),
+        "frames": frames,
+        "init_frame": 0,  # the box is started on a held copy of frame 0 (its pixels)
+        "init_stamp": init_stamp / 1e9,
         "init_seconds": init_seconds,  # init_target call to answer
         "processed_frames": len(tracked),  # frames after the init frame with a result for the target
         "dropped_frames": len(after) - len(tracked),
@@ -200,8 +236,15 @@ def run(args: argparse.Namespace) -> dict:
         "processed_fps": len(tracked) / duration if duration > 0 else float("nan"),
         "latency_ms_p50": float(np.percentile(latencies, 50)) if latencies.size else float("nan"),
         "latency_ms_p95": float(np.percentile(latencies, 95)) if latencies.size else float("nan"),
+        # What the node itself counted (held copies included): a frame the node never
+        # received was lost in transport, one it received and dropped it skipped for a newer one.
+        "node_frames_received": int(node_counts.get("frames_received", -1)),
+        "node_frames_dropped": int(node_counts.get("frames_dropped", -1)),
+        "node_images_rejected": int(node_counts.get("images_rejected", -1)),
+        "node_processing_ms_p50": float(node_counts.get("processing_p50_ms", "nan")),
     }
-    write_outputs(args, out, frame_stamps, results, summary, init_box, init_stamp)
+    frame_stamps = [sequence_stamp_ns(stamps, k) for k in range(frames)]
+    write_outputs(args, out, frame_stamps, results, summary, init_box, frame_stamps[0])
     return summary
 
 

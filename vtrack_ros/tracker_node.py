@@ -79,9 +79,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_image_pixels": (4096 * 3072, "images with more pixels (width * height, read before decoding) are refused"),
     "frame_buffer_bytes": (256 * 1024 * 1024, "bytes of image messages the frame buffer may hold (besides the newest)"),
     "min_box_size": (8.0, "smallest width and height (pixels, inside the image) init_target accepts"),
+    "warm_up": (True, "at start-up build the tracker, run it once on a synthetic image and keep a fresh one ready"),
 }
 # Settings fixed at start-up (subscriptions and buffers are built from them).
-READ_ONLY = {"image_transport", "qos_reliability", "frame_buffer_size", "frame_buffer_bytes"}
+READ_ONLY = {"image_transport", "qos_reliability", "frame_buffer_size", "frame_buffer_bytes", "warm_up"}
 # Tracker settings passed as overrides when the tracker's config has such a field.
 TRACKER_OVERRIDES = ("device", "half", "weights", "confidence_threshold", "lost_after_frames")
 STAMP_SOURCES = ("header", "receive", "auto")
@@ -95,6 +96,23 @@ MAX_NAME_LENGTH = 64  # target ids and tracker names in requests
 # burst of requests overwrote all but 10, and their callers waited in vain.
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
+
+
+def synthetic_scene() -> tuple[np.ndarray, Box, np.ndarray]:
+    """A 640x480 textured image with a distinct target, its box, and the next frame with the
+    target moved a little: what the warm-up runs a tracker on (no camera needed)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    background = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 3)
+    target = np.kron((np.indices((8, 8)).sum(axis=0) % 2) * 200 + 30, np.ones((10, 10))).astype(np.uint8)
+
+    def scene(x: int, y: int) -> np.ndarray:
+        image = background.copy()
+        image[y:y + 80, x:x + 80] = target[:, :, None]
+        return image
+
+    return scene(280, 200), Box(280.0, 200.0, 80.0, 80.0), scene(284, 203)
 
 
 def _evenly(items: list, count: int) -> list:
@@ -123,6 +141,8 @@ class _InitJob:
         self.newer = deque(newer)
         self.starting = None
         self.skipped = 0
+        self.build_seconds = 0.0  # building the tracker (service thread)
+        self.init_seconds = 0.0  # its init on the first image (worker)
         self.cancelled = False
         self.report = None
         self.error: str | None = None
@@ -207,6 +227,10 @@ class TrackerNode(Node):
         self._publish_lock = threading.Lock()  # results and stale re-publications stay in order
         # init_target: at most MAX_INITS_IN_PROGRESS at once; their jobs run on the worker.
         self._init_slots = threading.Semaphore(MAX_INITS_IN_PROGRESS)
+        # A tracker built (weights loaded) by the warm-up for the next init: (name, settings, tracker).
+        self._spare: tuple[str, tuple, Any] | None = None
+        self._spare_lock = threading.Lock()
+        self.warm_up_seconds: float | None = None
         self._jobs: deque[_InitJob] = deque()
         self._last_live: tuple[int, np.ndarray] | None = None  # the last frame tracked live
         self.stats["init_requests"] = 0
@@ -246,6 +270,8 @@ class TrackerNode(Node):
             self.create_subscription(CompressedImage, self.image_topic, self._on_image, qos, callback_group=image_group)
         else:
             self.create_subscription(Image, self.image_topic, self._on_image, qos, callback_group=image_group)
+        if self.param("warm_up"):
+            self._warm_up()
         service_group = ReentrantCallbackGroup()
         self.create_service(InitTarget, "~/init_target", self._on_init_target, qos_profile=SERVICE_QOS,
                             callback_group=service_group)
@@ -331,8 +357,46 @@ class TrackerNode(Node):
         self.get_logger().info(f"parameters changed: {changed} (tracker/device settings apply to targets started from now on)")
         return SetParametersResult(successful=True)
 
-    def _make_tracker(self, name: str):
-        """A tracker configured from the node's parameters (those its config knows)."""
+    def _tracker_settings(self) -> tuple:
+        """The parameters a tracker is built from: a spare built with others is not used."""
+        return tuple(self.param(key) for key in (*TRACKER_OVERRIDES, "tracker_config_file"))
+
+    def _warm_up(self) -> None:
+        """The cold start, done before the node offers its services: import the tracker's
+        code, load its weights, run one init and one update on a synthetic image (first
+        inference: torch / OpenCV DNN kernels, CUDA context, allocations), decode one JPEG,
+        and keep a freshly built tracker (weights loaded, never run) for the first init_target.
+        Raises (ConfigError, ValueError, ...) when the tracker cannot be built or run."""
+        import cv2
+
+        name = self.param("tracker")
+        started = time.perf_counter()
+        image, box, moved = synthetic_scene()
+        try:
+            tracker = self._make_tracker(name, use_spare=False)
+            tracker.init(image, box)
+            tracker.update(moved)
+            tracker.update(image)
+            del tracker
+        except Exception as exc:  # the node cannot track with this tracker: say why, at once
+            raise ValueError(f"warm-up of tracker '{name}' failed: {type(exc).__name__}: {exc}") from exc
+        decode_compressed("jpeg", cv2.imencode(".jpg", image)[1].tobytes(), self.param("max_image_pixels"))
+        image_to_bgr("bgr8", 480, 640, 640 * 3, image.tobytes(), False, self.param("max_image_pixels"))
+        draw_track(image.copy(), box, 1.0, TrackState.TRACKING, "warm-up")
+        with self._spare_lock:
+            self._spare = (name, self._tracker_settings(), self._make_tracker(name, use_spare=False))
+        self.warm_up_seconds = time.perf_counter() - started
+        self.get_logger().info(f"warmed up '{name}' in {self.warm_up_seconds:.2f} s (one init and two updates on a "
+                               "synthetic image; a fresh one is ready for the first init)")
+
+    def _make_tracker(self, name: str, use_spare: bool = True):
+        """A tracker configured from the node's parameters (those its config knows); the
+        warm-up's spare when it was built for this tracker and these settings."""
+        if use_spare:
+            with self._spare_lock:
+                spare, self._spare = self._spare, None
+            if spare is not None and spare[:2] == (name, self._tracker_settings()):
+                return spare[2]
         cls = tracker_class(name)
         known = set(cls.config_class.field_names())
         overrides = {}
@@ -521,7 +585,9 @@ class TrackerNode(Node):
         try:
             if job.starting is None:
                 stamp, image = job.first
+                began = time.perf_counter()
                 job.starting = self.targets.begin(job.name, job.tracker, job.target_id, stamp, image, job.box)
+                job.init_seconds = time.perf_counter() - began
                 return
             if job.newer:
                 frame = job.newer.popleft()
@@ -666,9 +732,11 @@ class TrackerNode(Node):
             except UnsupportedImageError as exc:
                 raise TargetError(f"cannot start on that image: {exc}") from None
             check_init_box(box, first_image.shape, self.param("min_box_size"))
+            built = time.perf_counter()
             name, tracker = self.targets.prepare(request.target_id, request.tracker)
             job = _InitJob(name, tracker, request.target_id, box, (first_stamp, first_image),
                            _evenly([frame for _, frame in stamped[1:]], MAX_CATCH_UP_FRAMES))
+            job.build_seconds = time.perf_counter() - built
             with self._pending_cv:
                 self._jobs.append(job)
                 self._pending_cv.notify()
@@ -688,7 +756,8 @@ class TrackerNode(Node):
         caught_up = job.starting.frames_caught_up if job.starting is not None else 0
         response.message = (
             f"tracking {report.target_id} with {report.tracker_name} from stamp {first_stamp / 1e9:.3f}, "
-            f"caught up over {caught_up} newer frame(s)"
+            f"caught up over {caught_up} newer frame(s); tracker built in {job.build_seconds:.3f} s, "
+            f"initialised in {job.init_seconds:.3f} s"
         )
         self.get_logger().info(response.message)
         return response

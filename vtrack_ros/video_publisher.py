@@ -67,6 +67,7 @@ class Settings:
     start_frame: int = 0
     max_frames: int = 0
     hold_first_frame: float = 0.0
+    hold_until_tracked: str = ""
     qos_reliability: str = "reliable"
     qos_depth: int = 10
     frame_id: str = "camera"
@@ -85,6 +86,8 @@ class Settings:
             raise UsageError(f"parameter 'lockstep_timeout' must be > 0 s, not {self.lockstep_timeout}")
         if self.hold_first_frame < 0:
             raise UsageError("parameter 'hold_first_frame' must be >= 0 s")
+        if self.hold_until_tracked and self.hold_count() < 1:
+            raise UsageError("parameter 'hold_until_tracked' needs hold_first_frame > 0 (the longest hold, seconds)")
         if self.qos_reliability not in ("reliable", "best_effort"):
             raise UsageError(f"parameter 'qos_reliability' must be reliable or best_effort, not {self.qos_reliability!r}")
         if self.qos_depth < 1:
@@ -193,6 +196,18 @@ class VideoPublisherNode:
             self.lockstep_sub = node.create_subscription(
                 TrackedObjectArray, settings.lockstep_topic, self._on_echo, QoSProfile(depth=10)
             )
+        # hold_until_tracked: stamps that came back on that topic with a target in them.
+        self.tracked: set[tuple[int, int]] = set()
+        self.hold_sub = None
+        if settings.hold_until_tracked:
+            from vtrack_ros.msg import TrackedObjectArray
+
+            self.hold_sub = node.create_subscription(
+                TrackedObjectArray, settings.hold_until_tracked, self._on_tracked,
+                QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+            )
+        self.held = 0  # copies of the first frame published
+        self.hold_ended_by: str = ""
         self.published = 0  # all publications, held copies included
         self.source_frames = 0
         self.first_time: float | None = None
@@ -205,21 +220,29 @@ class VideoPublisherNode:
         if len(self.echoed) > 1000:  # only the latest stamp matters; keep the set small
             self.echoed = {stamp}
 
+    def _on_tracked(self, msg) -> None:
+        if msg.objects:
+            self.tracked.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+
     def wait_for_peers(self, spin) -> bool:
-        """Block until enough image subscribers (and a lockstep publisher) are matched."""
+        """Block until enough image subscribers (and a lockstep / hold_until_tracked
+        publisher) are matched."""
         wanted = self.settings.wait_for_subscribers
-        if wanted <= 0:
+        if wanted <= 0 and self.hold_sub is None:
             return True
         next_log = time.monotonic()
         while True:
             have = self.image_pub.get_subscription_count()
             echo_ok = self.lockstep_sub is None or self.lockstep_sub.get_publisher_count() > 0
-            if have >= wanted and echo_ok:
+            hold_ok = self.hold_sub is None or self.hold_sub.get_publisher_count() > 0
+            if have >= wanted and echo_ok and hold_ok:
                 return True
             if time.monotonic() >= next_log:
                 missing = f"{have}/{wanted} subscribers on {self.image_pub.topic_name}"
                 if not echo_ok:
                     missing += f", no publisher on {self.lockstep_sub.topic_name} yet"
+                if not hold_ok:
+                    missing += f", no publisher on {self.hold_sub.topic_name} yet"
                 self.log.info(f"waiting: {missing}")
                 next_log = time.monotonic() + 5.0
             spin(0.05)
@@ -254,25 +277,50 @@ class VideoPublisherNode:
         """Publish until the source (or max_frames) ends; `spin(t)` serves callbacks for up to t s."""
         s = self.settings
         period = 1.0 / s.rate
-        holds = s.hold_count()
-        next_due = time.monotonic()
+        self.next_due = time.monotonic()
         for index, frame in iter_frames(s):
-            copies = holds + 1 if self.source_frames == 0 else 1
-            for copy in range(copies):
-                k = s.start_frame + self.published - holds  # equals `index` when not looping
-                if s.lockstep_topic:
-                    stamp = self.publish(frame, k)
-                    self._wait_echo(stamp, spin)
-                else:
-                    while (left := next_due - time.monotonic()) > 0:
-                        spin(left)
-                    self.publish(frame, k)
-                    next_due += period
-                    if time.monotonic() - next_due > period:  # fell behind (slow decode): no burst
-                        next_due = time.monotonic()
+            if self.source_frames == 0 and s.hold_count() > 0:
+                self._hold(frame, spin)
+            else:
+                self._paced(frame, s.start_frame + self.source_frames, spin, period)
             self.source_frames += 1
             if s.max_frames and self.source_frames >= s.max_frames:
                 break
+
+    def _paced(self, frame: np.ndarray, k: int, spin, period: float) -> tuple[int, int]:
+        """Publish frame k at its time (fixed rate) or after the last frame's echo (lockstep)."""
+        if self.settings.lockstep_topic:
+            stamp = self.publish(frame, k)
+            self._wait_echo(stamp, spin)
+            return stamp
+        while (left := self.next_due - time.monotonic()) > 0:
+            spin(left)
+        stamp = self.publish(frame, k)
+        self.next_due += period
+        if time.monotonic() - self.next_due > period:  # fell behind (slow decode): no burst
+            self.next_due = time.monotonic()
+        return stamp
+
+    def _hold(self, frame: np.ndarray, spin) -> None:
+        """The first frame, again and again for hold_first_frame s: copy j gets the k (and
+        the sequence stamp) start_frame - holds + j, the last copy is the frame itself. With
+        hold_until_tracked, the hold ends as soon as a result with a target and the stamp of
+        one of the copies comes back on that topic (the target was started on the first
+        frame), else after hold_first_frame s."""
+        s = self.settings
+        holds = s.hold_count()
+        copies: set[tuple[int, int]] = set()
+        for j in range(holds + 1):
+            copies.add(self._paced(frame, s.start_frame - holds + j, spin, 1.0 / s.rate))
+            self.held += 1
+            if self.hold_sub is not None and copies & self.tracked:
+                self.hold_ended_by = "tracked"
+                self.log.info(f"first frame held for {self.held} copies: a target is tracked on it; playing on")
+                return
+        if self.hold_sub is not None:
+            self.hold_ended_by = "timeout"
+            self.log.warning(f"no target tracked on the first frame within hold_first_frame ({s.hold_first_frame:g} s) "
+                             f"on {self.hold_sub.topic_name}: playing on")
 
     def _wait_echo(self, stamp: tuple[int, int], spin) -> None:
         deadline = time.monotonic() + self.settings.lockstep_timeout
