@@ -11,6 +11,13 @@ is being tracked; an init_target request becomes a job the worker works on betwe
 frames (initialise, then catch up one buffered frame at a time), and its service thread
 answers when the job is done. Timers publish /diagnostics and, when no usable image came
 for camera_timeout, the targets as LOST (stale).
+
+Lifecycle (lifecycle:=true): the same node as a managed node. The parameters, publishers
+(lifecycle publishers, silent until activated), services and worker exist from the start;
+configure builds the targets' session and the frame buffer and warms up the tracker,
+activate subscribes to the images and opens the publishers and services, deactivate undoes
+that (the models stay), cleanup frees the targets, the spare tracker and the buffers.
+Without it the node configures and activates itself at start-up, as it always did.
 """
 from __future__ import annotations
 
@@ -30,11 +37,14 @@ from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -80,9 +90,22 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "frame_buffer_bytes": (256 * 1024 * 1024, "bytes of image messages the frame buffer may hold (besides the newest)"),
     "min_box_size": (8.0, "smallest width and height (pixels, inside the image) init_target accepts"),
     "warm_up": (True, "at start-up build the tracker, run it once on a synthetic image and keep a fresh one ready"),
+    "lifecycle": (False, "a managed node: unconfigured at start, driven through ~/change_state "
+                         "(configure: warm-up; activate: subscribe and publish)"),
 }
 # Settings fixed at start-up (subscriptions and buffers are built from them).
-READ_ONLY = {"image_transport", "qos_reliability", "frame_buffer_size", "frame_buffer_bytes", "warm_up"}
+READ_ONLY = {"image_transport", "qos_reliability", "frame_buffer_size", "frame_buffer_bytes", "warm_up", "lifecycle"}
+# QoS overrides as ROS 2 nodes offer them (QoSOverridingOptions.with_default_policies()):
+# read-only parameters qos_overrides.<resolved topic>.<entity>.<policy>, for these entities.
+# A value given there wins over the node's own choice (qos_reliability for the images).
+QOS_OVERRIDE_POLICIES = ("history", "depth", "reliability")
+QOS_OVERRIDE_ENTITIES = {"image": "subscription", "~/tracked_objects": "publisher"}
+QOS_VALUES = {
+    "history": ("keep_last", "keep_all", "system_default"),
+    "reliability": ("reliable", "best_effort", "system_default", "best_available"),
+}
+IMAGE_QUEUE_DEPTH = 5  # see image_qos()
+RESULTS_QUEUE_DEPTH = 10
 # Tracker settings passed as overrides when the tracker's config has such a field.
 TRACKER_OVERRIDES = ("device", "half", "weights", "confidence_threshold", "lost_after_frames")
 STAMP_SOURCES = ("header", "receive", "auto")
@@ -96,6 +119,39 @@ MAX_NAME_LENGTH = 64  # target ids and tracker names in requests
 # burst of requests overwrote all but 10, and their callers waited in vain.
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
+
+
+def image_qos(reliability: str) -> QoSProfile:
+    """The image subscription's QoS before any qos_overrides: a short DDS queue, not depth 1:
+    with depth 1 DDS itself replaces unread frames and the node never learns they existed.
+    The callback only stores the message, so it drains this queue at once; the latest-frame
+    slot does the dropping, and counts it. (Frames lost before they reach the node stay
+    invisible to it.)"""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=IMAGE_QUEUE_DEPTH,
+                      reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def results_qos() -> QoSProfile:
+    """~/tracked_objects before any qos_overrides: reliable, the last 10 results."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=RESULTS_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def qos_parameter_value(profile: QoSProfile, policy: str) -> str | int:
+    """A policy of a profile as its qos_overrides parameter writes it (keep_last, 5, reliable)."""
+    value = getattr(profile, policy)
+    return value if isinstance(value, int) and not hasattr(value, "name") else value.name.lower()
+
+
+def check_qos_override(name: str, policy: str, value: Any) -> None:
+    """Raise ValueError naming the parameter for a value rclpy could not apply (it raised a
+    bare RuntimeError without the parameter's name) or the middleware would refuse."""
+    if policy == "depth":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    elif value not in QOS_VALUES[policy]:
+        raise ValueError(f"{name} must be one of {', '.join(QOS_VALUES[policy])}, got {value!r}")
 
 
 def synthetic_scene() -> tuple[np.ndarray, Box, np.ndarray]:
@@ -191,39 +247,45 @@ def _duration(seconds: float) -> Duration:
     return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
-class TrackerNode(Node):
+class TrackerNode(LifecycleNodeMixin, Node):
+    """The tracker node; a managed (lifecycle) node when its `lifecycle` parameter says so
+    (the lifecycle mixin is then initialised: the state machine, ~/change_state and the
+    other lifecycle services, ~/transition_event)."""
+
     def __init__(self) -> None:
-        super().__init__("tracker_node")
+        Node.__init__(self, "tracker_node")
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=name in READ_ONLY))
         self._check_settings({name: self.get_parameter(name).value for name in PARAMETERS})
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.managed = bool(self.param("lifecycle"))
+        if self.managed:
+            LifecycleNodeMixin.__init__(self)
 
-        self.targets = MultiTargetTracker(
-            tracker_factory=self._make_tracker,
-            default_tracker=self.param("tracker"),
-            max_targets=self.param("max_targets"),
-            on_resolution_change=self.param("on_resolution_change"),
-        )
-        self.frames: StampedRing[_Frame] = StampedRing(self.param("frame_buffer_size"), self.param("frame_buffer_bytes"))
+        # Built by configure, freed by cleanup (a plain node configures itself at once).
+        self.targets: MultiTargetTracker | None = None
+        self.frames: StampedRing[_Frame] | None = None
+        # Active: images subscribed, frames tracked, results published, services served.
+        self._active = False
+        self._subscription = None
+        self.finished = threading.Event()  # a managed node was shut down: main() ends the process
+        self._finalized = False
 
         # Latest-frame-wins hand-over between the image callback and the worker.
         self._pending: Any = None
         self._pending_cv = threading.Condition()
+        self._work_lock = threading.Lock()  # held by the worker while it tracks a frame or takes a job step
         self._running = True
         self.stats = {"received": 0, "processed": 0, "dropped": 0, "bad_images": 0,
                       "repeated_stamps": 0, "stamp_steps_back": 0, "zero_stamps": 0,
                       "damaged": 0, "oversized": 0, "size_changes": 0}
         # Camera health: when the last image arrived, and the arrival time of the last frame
         # tracked (or being tracked: _busy). Targets are stale once no usable image came for
-        # camera_timeout s while the worker is idle.
+        # camera_timeout s while the worker is idle. Silence counts from activation at most.
         self._started_at = time.monotonic()
         self._last_image_at: float | None = None
         self._last_usable_at: float | None = None
         self._busy = False
         self._received_at: deque[float] = deque(maxlen=1000)
-        self._last_header: Header | None = None
-        self._last_size: tuple[int, int] | None = None
         self._publish_lock = threading.Lock()  # results and stale re-publications stay in order
         # init_target: at most MAX_INITS_IN_PROGRESS at once; their jobs run on the worker.
         self._init_slots = threading.Semaphore(MAX_INITS_IN_PROGRESS)
@@ -232,14 +294,9 @@ class TrackerNode(Node):
         self._spare_lock = threading.Lock()
         self.warm_up_seconds: float | None = None
         self._jobs: deque[_InitJob] = deque()
-        self._last_live: tuple[int, np.ndarray] | None = None  # the last frame tracked live
         self.stats["init_requests"] = 0
         self.stats["inits_busy"] = 0
-        # Stamp bookkeeping of the image callback (under _pending_cv): the last stamp used,
-        # the clock epoch (bumped on a step back) and the epoch the worker has applied.
-        self._last_stamp = -1
-        self._epoch = 0
-        self._worker_epoch = 0
+        self._forget_images()
         self._last_log: dict[str, float] = {}
         self._latencies: deque[float] = deque(maxlen=300)
         self._process_times: deque[float] = deque(maxlen=300)
@@ -247,31 +304,27 @@ class TrackerNode(Node):
         self._last_bad_image_log: dict[str, float] = {}
         self._last_debug = 0.0
 
-        self.publisher = self.create_publisher(TrackedObjectArray, "~/tracked_objects", 10)
-        self.debug_publisher = self.create_publisher(Image, "~/debug_image", 1)
-        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
-        transport = self.param("image_transport")
-        reliability = (
-            ReliabilityPolicy.RELIABLE if self.param("qos_reliability") == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        )
-        # A short DDS queue, not depth 1: with depth 1 DDS itself replaces unread frames and
-        # the node never learns they existed. The callback only stores the message, so it
-        # drains this queue at once; the latest-frame slot below does the dropping, and
-        # counts it. (Frames lost before they reach the node stay invisible to it.)
-        qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=5, reliability=reliability, durability=DurabilityPolicy.VOLATILE
-        )
-        image_group = MutuallyExclusiveCallbackGroup()
         # Like image_transport: remapping the base topic `image` moves `image/compressed` too.
         self.image_topic = self.resolve_topic_name("image")
-        if transport == "compressed":
+        if self.param("image_transport") == "compressed":
             self.image_topic += "/compressed"
-            self.create_subscription(CompressedImage, self.image_topic, self._on_image, qos, callback_group=image_group)
-        else:
-            self.create_subscription(Image, self.image_topic, self._on_image, qos, callback_group=image_group)
-        if self.param("warm_up"):
-            self._warm_up()
+        self.results_topic = self.resolve_topic_name("~/tracked_objects")
+        # Declared now in either mode, so that a bad value stops the node at start-up with
+        # its name (a managed node subscribes only when activated).
+        self._declare_qos_overrides("subscription", self.image_topic, image_qos(self.param("qos_reliability")))
+        self._declare_qos_overrides("publisher", self.results_topic, results_qos())
+        create = self.create_lifecycle_publisher if self.managed else self.create_publisher
+        self.publisher = create(TrackedObjectArray, "~/tracked_objects", results_qos(),
+                                qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self.debug_publisher = create(Image, "~/debug_image", 1)
+        self.diagnostics_publisher = create(DiagnosticArray, "/diagnostics", 10)
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        # After the declarations above: they are not changes to check or log.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        if not self.managed:
+            self._configure()
+            self._activate()
         service_group = ReentrantCallbackGroup()
         self.create_service(InitTarget, "~/init_target", self._on_init_target, qos_profile=SERVICE_QOS,
                             callback_group=service_group)
@@ -285,11 +338,203 @@ class TrackerNode(Node):
 
         self._worker = threading.Thread(target=self._work, name="tracking", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"tracking on '{self.image_topic}' "
-            f"with '{self.param('tracker')}' (available: {', '.join(available_trackers())}); "
-            f"call {self.get_fully_qualified_name()}/init_target to start"
+        if self.managed:
+            self.get_logger().info(
+                f"managed node (lifecycle:=true), unconfigured: configure (warm-up of '{self.param('tracker')}') and "
+                f"activate it through {self.get_fully_qualified_name()}/change_state; it will track on "
+                f"'{self.image_topic}'")
+        else:
+            self.get_logger().info(
+                f"tracking on '{self.image_topic}' "
+                f"with '{self.param('tracker')}' (available: {', '.join(available_trackers())}); "
+                f"call {self.get_fully_qualified_name()}/init_target to start"
+            )
+
+    def _forget_images(self) -> None:
+        """The image bookkeeping of a fresh start (at start-up and after cleanup): a stream
+        that starts again after a cleanup is not a step back nor a size change."""
+        self._last_header: Header | None = None
+        self._last_size: tuple[int, int] | None = None
+        self._last_live: tuple[int, np.ndarray] | None = None  # the last frame tracked live
+        # Stamp bookkeeping of the image callback (under _pending_cv): the last stamp used,
+        # the clock epoch (bumped on a step back) and the epoch the worker has applied.
+        self._last_stamp = -1
+        self._epoch = 0
+        self._worker_epoch = 0
+
+    def _declare_qos_overrides(self, entity: str, topic: str, profile: QoSProfile) -> None:
+        """rclpy's qos_overrides parameters of one entity (the names and read-only
+        descriptors QoSOverridingOptions.with_default_policies() declares), with the node's
+        own QoS as defaults, checked: create_subscription / create_publisher find them
+        declared and apply them."""
+        for policy in QOS_OVERRIDE_POLICIES:
+            name = f"qos_overrides.{topic}.{entity}.{policy}"
+            descriptor = ParameterDescriptor(description=f"{policy} for {entity} `{topic}` with id `None`",
+                                             read_only=True)
+            value = self.declare_parameter(name, qos_parameter_value(profile, policy), descriptor).value
+            check_qos_override(name, policy, value)
+
+    def _qos_text(self, entity: str, topic: str) -> str:
+        values = {policy: self.param(f"qos_overrides.{topic}.{entity}.{policy}") for policy in QOS_OVERRIDE_POLICIES}
+        return f"{values['reliability']}, {values['history']}, depth {values['depth']}"
+
+    # --- lifecycle --------------------------------------------------------------------
+    def _configure(self) -> None:
+        """Build what tracking needs: the targets' session, the frame buffer, and (warm_up)
+        the tracker, run once, with a fresh one kept for the first init. Raises ValueError
+        when the tracker cannot be built or run."""
+        self.targets = MultiTargetTracker(
+            tracker_factory=self._make_tracker,
+            default_tracker=self.param("tracker"),
+            max_targets=self.param("max_targets"),
+            on_resolution_change=self.param("on_resolution_change"),
         )
+        self.frames = StampedRing(self.param("frame_buffer_size"), self.param("frame_buffer_bytes"))
+        if self.param("warm_up"):
+            self._warm_up()
+
+    def _activate(self) -> None:
+        """Subscribe to the images (QoS: qos_reliability, then the qos_overrides) and serve."""
+        message_type = CompressedImage if self.param("image_transport") == "compressed" else Image
+        self._subscription = self.create_subscription(
+            message_type, self.image_topic, self._on_image, image_qos(self.param("qos_reliability")),
+            callback_group=self._image_group, qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        with self._pending_cv:
+            self._started_at = time.monotonic()
+            self._active = True
+
+    def _deactivate(self, reason: str) -> None:
+        """Stop taking images and requests: unsubscribe, drop the frame not yet tracked,
+        answer init requests still in progress, and wait (bounded) for the frame or job
+        step in hand. Targets, trackers and the frame buffer stay."""
+        with self._pending_cv:
+            self._active = False
+            if self._pending is not None:
+                self.stats["dropped"] += 1
+                self._pending = None
+            jobs = list(self._jobs)
+        for job in jobs:
+            self._complete(job, error=f"the node was {reason} before the target started")
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        if self._work_lock.acquire(timeout=10.0):
+            self._work_lock.release()
+        else:
+            self.get_logger().warning("lifecycle: the frame in hand took over 10 s; going on without it")
+
+    def _release(self) -> None:
+        """Free what configure built: targets (their trackers and models), the spare
+        tracker, the frame buffer, the last frames; CUDA's cached blocks go back too."""
+        import gc
+
+        with self._pending_cv:
+            self._pending = None
+            self.targets = None
+            self.frames = None
+            self._forget_images()
+        with self._spare_lock:
+            self._spare = None
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
+    def _lifecycle_state(self) -> str:
+        return self._state_machine.current_state[1] if self.managed else "active"
+
+    def _not_active(self) -> str:
+        """What init_target and stop_target answer while the node is not active."""
+        return (f"the node is not active (lifecycle state '{self._lifecycle_state()}'): requests are served only "
+                f"in the active state; configure and activate it through {self.get_fully_qualified_name()}/change_state")
+
+    def _transition(self, step: str, work, state: LifecycleState, failure=TransitionCallbackReturn.ERROR):
+        """Run one transition's work: log its outcome (rclpy turns an exception into ERROR
+        silently), then let the managed publishers follow."""
+        try:
+            work()
+        except Exception as exc:
+            self.get_logger().error(f"lifecycle: {step} failed (from '{state.label}'): {type(exc).__name__}: {exc}")
+            return failure
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def work() -> None:
+            try:
+                self._configure()
+            except Exception:
+                self._release()  # FAILURE leaves it unconfigured: nothing half-built stays
+                raise
+        result = self._transition("configure", work, state, failure=TransitionCallbackReturn.FAILURE)
+        if result == TransitionCallbackReturn.SUCCESS:
+            result = super().on_configure(state)
+            self.get_logger().info(f"lifecycle: configured (tracker '{self.param('tracker')}'"
+                                   f"{', warmed up' if self.param('warm_up') else ''}); inactive until activated")
+        return result
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # publishers first: the first frame's result goes out
+        if result == TransitionCallbackReturn.SUCCESS:
+            result = self._transition("activate", self._activate, state)
+        if result == TransitionCallbackReturn.SUCCESS:
+            self.get_logger().info(
+                f"lifecycle: activated: tracking on '{self.image_topic}' "
+                f"(QoS {self._qos_text('subscription', self.image_topic)}); call "
+                f"{self.get_fully_qualified_name()}/init_target to start")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = self._transition("deactivate", lambda: self._deactivate("deactivated"), state)
+        if result == TransitionCallbackReturn.SUCCESS:
+            result = super().on_deactivate(state)
+            self.get_logger().info(f"lifecycle: deactivated: not subscribed, nothing published; "
+                                   f"{len(self.targets.reports()) if self.targets else 0} target(s) and the models kept")
+        return result
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = self._transition("cleanup", self._release, state)
+        if result == TransitionCallbackReturn.SUCCESS:
+            result = super().on_cleanup(state)
+            self.get_logger().info("lifecycle: cleaned up: targets, spare tracker and frame buffer freed; unconfigured")
+        return result
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any primary state: deactivate if active, free everything, and end the
+        process (main() sees `finished`)."""
+        def work() -> None:
+            if self._active:
+                self._deactivate("shut down")
+                super(TrackerNode, self).on_deactivate(state)
+            self._release()
+        result = self._transition("shutdown", work, state)
+        super().on_shutdown(state)
+        self._finalized = True
+        self.get_logger().info(f"lifecycle: finalized (shut down from '{state.label}'); the process ends")
+        self.finished.set()
+        return result
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: back to unconfigured with everything freed."""
+        def work() -> None:
+            if self._active:
+                self._deactivate("in error")
+                super(TrackerNode, self).on_deactivate(state)
+            self._release()
+        result = self._transition("error processing", work, state)
+        self.get_logger().error(f"lifecycle: error processing after a failed transition from '{state.label}': "
+                                "everything freed, unconfigured")
+        return result
+
+    def finalize(self) -> None:
+        """On SIGINT / SIGTERM: a managed node not yet finalized goes through its shutdown
+        transition (its transition event still goes out)."""
+        if not self.managed or self._finalized:
+            return
+        try:
+            self.trigger_shutdown()
+        except Exception as exc:  # in the middle of another transition
+            self.get_logger().warning(f"lifecycle: no shutdown transition from "
+                                      f"'{self._lifecycle_state()}' ({exc}); shutting down anyway")
 
     # --- parameters -------------------------------------------------------------------
     def param(self, name: str) -> Any:
@@ -343,12 +588,13 @@ class TrackerNode(Node):
         except Exception as exc:
             self.get_logger().warning(f"parameter change refused: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
-        if "tracker" in values:
-            self.targets.default_tracker = values["tracker"]
-        if "max_targets" in values:
-            self.targets.max_targets = int(values["max_targets"])
-        if "on_resolution_change" in values:
-            self.targets.on_resolution_change = values["on_resolution_change"]
+        targets = self.targets  # None while unconfigured: configure reads the parameters
+        if targets is not None and "tracker" in values:
+            targets.default_tracker = values["tracker"]
+        if targets is not None and "max_targets" in values:
+            targets.max_targets = int(values["max_targets"])
+        if targets is not None and "on_resolution_change" in values:
+            targets.on_resolution_change = values["on_resolution_change"]
         if "diagnostics_period" in values:
             self._diagnostics_timer.timer_period_ns = int(float(values["diagnostics_period"]) * 1e9)
         if "camera_timeout" in values:
@@ -465,6 +711,8 @@ class TrackerNode(Node):
         except UnsupportedImageError as exc:
             error = exc
         with self._pending_cv:
+            if not self._active:  # in flight while the node was deactivated
+                return
             self.stats["received"] += 1
             self._last_image_at = received
             self._received_at.append(received)
@@ -551,7 +799,9 @@ class TrackerNode(Node):
                 frame, self._pending = self._pending, None
             if frame is not None:
                 try:
-                    self._track(frame)
+                    with self._work_lock:
+                        if self._active:  # else deactivated meanwhile: the frame counts as dropped
+                            self._track(frame)
                 except Exception as exc:  # the worker must survive anything a frame does
                     self._log_every("unexpected", "error",
                                     f"frame skipped after an unexpected error: {type(exc).__name__}: {exc}")
@@ -563,7 +813,9 @@ class TrackerNode(Node):
                     if self._pending is not None and time.monotonic() - last_step < CATCH_UP_EVERY:
                         break
                     job = self._jobs[0]
-                self._step(job)
+                with self._work_lock:
+                    if not job.done.is_set():  # else answered meanwhile (stopped, deactivated)
+                        self._step(job)
                 last_step = time.monotonic()
         with self._pending_cv:
             jobs, self._jobs = list(self._jobs), deque()
@@ -693,6 +945,10 @@ class TrackerNode(Node):
         if not self._running:
             response.message = "the node is shutting down"
             return response
+        if not self._active:
+            response.message = self._not_active()
+            self._log_every("init_not_active", "warning", f"init_target refused: {response.message}")
+            return response
         if not self._init_slots.acquire(blocking=False):
             with self._pending_cv:
                 self.stats["inits_busy"] += 1
@@ -709,21 +965,24 @@ class TrackerNode(Node):
     def _init_target(self, request: InitTarget.Request, response: InitTarget.Response) -> InitTarget.Response:
         box = Box(request.x, request.y, request.width, request.height)
         wanted_ns = _stamp_ns(request.stamp)
+        frames, targets = self.frames, self.targets  # this request's, whatever a cleanup does meanwhile
         try:
+            if frames is None or targets is None:
+                raise TargetError(self._not_active())
             if not box.is_finite():
                 raise InvalidInputError(f"box has a NaN or infinite value: {box.xywh()}")
             if wanted_ns == 0:
-                latest = self.frames.latest()
+                latest = frames.latest()
                 if latest is None:
                     raise TargetError(f"no image received yet on '{self.image_topic}'")
                 stamped = [latest]
             else:
-                stamped = self.frames.from_stamp(wanted_ns)
+                stamped = frames.from_stamp(wanted_ns)
                 if stamped is None:
-                    held = self.frames.stamp_range()
+                    held = frames.stamp_range()
                     held_text = f"{held[0] / 1e9:.3f}..{held[1] / 1e9:.3f}" if held else "none"
                     raise TargetError(
-                        f"no image with stamp {wanted_ns / 1e9:.9f} among the last {len(self.frames)} frames "
+                        f"no image with stamp {wanted_ns / 1e9:.9f} among the last {len(frames)} frames "
                         f"(held: {held_text}); use a recent stamp or 0 for the latest image"
                     )
             first_stamp, first_frame = stamped[0]
@@ -733,11 +992,13 @@ class TrackerNode(Node):
                 raise TargetError(f"cannot start on that image: {exc}") from None
             check_init_box(box, first_image.shape, self.param("min_box_size"))
             built = time.perf_counter()
-            name, tracker = self.targets.prepare(request.target_id, request.tracker)
+            name, tracker = targets.prepare(request.target_id, request.tracker)
             job = _InitJob(name, tracker, request.target_id, box, (first_stamp, first_image),
                            _evenly([frame for _, frame in stamped[1:]], MAX_CATCH_UP_FRAMES))
             job.build_seconds = time.perf_counter() - built
             with self._pending_cv:
+                if not self._active:  # deactivated while this request was checked: never queued
+                    raise TargetError(self._not_active())
                 self._jobs.append(job)
                 self._pending_cv.notify()
             while not job.done.wait(timeout=0.5):
@@ -770,6 +1031,11 @@ class TrackerNode(Node):
             response.success, response.message = False, str(exc)
             self._log_every("stop_refused_name", "warning", f"stop_target refused: {exc}")
             return response
+        targets = self.targets
+        if not self._active or targets is None:
+            response.success, response.message = False, self._not_active()
+            self._log_every("stop_not_active", "warning", f"stop_target refused: {response.message}")
+            return response
         with self._pending_cv:  # targets still being started are stopped too
             cancelled = [job for job in self._jobs if not target_id or job.target_id == target_id]
             for job in cancelled:
@@ -777,7 +1043,7 @@ class TrackerNode(Node):
         for job in cancelled:
             self._complete(job, error="stopped (stop_target) before it started")
         try:
-            stopped = self.targets.stop(target_id)
+            stopped = targets.stop(target_id)
         except TargetError as exc:
             if not cancelled:
                 response.success, response.message = False, str(exc)
@@ -798,24 +1064,25 @@ class TrackerNode(Node):
     def _silence(self, now: float) -> tuple[float, float]:
         """(seconds since the last image arrived, seconds since the last usable one): since
         start-up when none came; a frame being tracked counts as usable now."""
-        image = now - (self._last_image_at if self._last_image_at is not None else self._started_at)
-        usable = now - (self._last_usable_at if self._last_usable_at is not None else self._started_at)
+        image = now - max(self._last_image_at or self._started_at, self._started_at)
+        usable = now - max(self._last_usable_at or self._started_at, self._started_at)
         return image, 0.0 if self._busy else usable
 
     def _check_stale(self) -> None:
         """No usable image for camera_timeout s: publish the targets LOST (confidence 0, their
         last box) under the last image's header, every camera_timeout / 2 s, so that a robot
         listening to ~/tracked_objects only learns that the data is stale."""
-        if not self._running:
+        targets = self.targets
+        if not self._running or not self._active or targets is None:
             return
         _, usable = self._silence(time.monotonic())
         if usable <= self.param("camera_timeout") or self._last_header is None:
             return
-        reports = self.targets.reports()
+        reports = targets.reports()
         if not reports:
             return
         with self._publish_lock:
-            if self._busy or not self._running:
+            if self._busy or not self._running or not self._active:
                 return
             output = TrackedObjectArray(header=self._last_header)
             output.objects = [_tracked_object(r, state=TrackedObject.STATE_LOST, confidence=0.0) for r in reports]
@@ -827,7 +1094,8 @@ class TrackerNode(Node):
         return sum(1 for t in times if now - t <= window) / window
 
     def _publish_diagnostics(self) -> None:
-        if not self._running:
+        targets, frames = self.targets, self.frames
+        if not self._running or not self._active or targets is None or frames is None:
             return
         now = time.monotonic()
         fps = self._rate(list(self._processed_at), now)
@@ -835,7 +1103,7 @@ class TrackerNode(Node):
         image_silence, usable_silence = self._silence(now)
         latencies = np.array(self._latencies) if self._latencies else np.array([np.nan])
         process = np.array(self._process_times) if self._process_times else np.array([np.nan])
-        reports = self.targets.reports()
+        reports = targets.reports()
         warn_after, error_after = self.param("camera_timeout"), self.param("camera_error_timeout")
         stale = usable_silence > warn_after
         values = {
@@ -856,8 +1124,8 @@ class TrackerNode(Node):
             "stamp_steps_back": str(self.stats["stamp_steps_back"]),
             "init_requests": str(self.stats["init_requests"]),
             "init_requests_busy": str(self.stats["inits_busy"]),
-            "frame_buffer_frames": str(len(self.frames)),
-            "frame_buffer_bytes": str(self.frames.nbytes),
+            "frame_buffer_frames": str(len(frames)),
+            "frame_buffer_bytes": str(frames.nbytes),
             "latency_p50_ms": f"{np.nanpercentile(latencies, 50) * 1e3:.1f}" if self._latencies else "nan",
             "latency_p95_ms": f"{np.nanpercentile(latencies, 95) * 1e3:.1f}" if self._latencies else "nan",
             "processing_p50_ms": f"{np.nanpercentile(process, 50) * 1e3:.1f}" if self._process_times else "nan",
@@ -927,14 +1195,14 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, on_signal)
     try:
         node = TrackerNode()
-    except (ConfigError, ValueError, KeyError) as exc:
+    except (ConfigError, ValueError, KeyError, ParameterException) as exc:
         print(f"tracker_node: cannot start: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        while not stop.is_set() and rclpy.ok():
+        while not stop.is_set() and not node.finished.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
     except ExternalShutdownException:
         pass
@@ -944,6 +1212,7 @@ def main(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
         node.get_logger().info("shutting down")
+        node.finalize()
         node.begin_shutdown()
         executor.shutdown(timeout_sec=10.0)  # callbacks in flight finish (and answer) first
         node.destroy_node()
