@@ -6,13 +6,19 @@
 "whatever params_file says", so they are added in an OpaqueFunction once their values are
 known instead of always being passed (an always-passed '' would clobber the file's value).
 The arguments are defined in vtrack_launch_common.py, beside this file.
+
+    ros2 launch vtrack_ros tracker.launch.py lifecycle:=true
+
+starts it as a managed node (launch_ros' LifecycleNode, parameter lifecycle: true): it waits
+unconfigured until a lifecycle manager, or `ros2 lifecycle set /tracker_node configure` and
+then `activate`, drives it.
 """
 import os
 import sys
 
 from launch import LaunchDescription
 from launch.actions import OpaqueFunction
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 # The shared argument definitions sit beside this file (launch/, or share/vtrack_ros/launch).
@@ -39,11 +45,17 @@ def _tracker_node(context, *args, **kwargs):
     }
     if overrides:
         parameters.append(overrides)  # later entries win over the file
+    lifecycle = common.flag(context, 'lifecycle')
+    if lifecycle:
+        parameters.append({'lifecycle': True})  # the node's own switch, whatever the file says
 
     image = value('image')
     namespace = value('namespace')
+    # LifecycleNode also follows the node's ~/transition_event and takes ChangeState events;
+    # it needs namespace as a keyword (None: none, as for Node).
+    action = LifecycleNode if lifecycle else Node
     return [
-        Node(
+        action(
             package='vtrack_ros',
             executable='tracker_node',
             name='tracker_node',
@@ -60,6 +72,6 @@ def _tracker_node(context, *args, **kwargs):
 
 def generate_launch_description():
     return LaunchDescription([
-        *common.declare_arguments('tracker', 'device', 'image', 'params_file', 'namespace'),
+        *common.declare_arguments('tracker', 'device', 'image', 'params_file', 'namespace', 'lifecycle'),
         OpaqueFunction(function=_tracker_node),
     ])

@@ -35,6 +35,9 @@ ARGUMENTS = {
               "topic the node's `image` input is remapped to "
               '(and <image>/compressed for `image/compressed`)'),
     'namespace': ('', 'namespace of the node (empty: none)'),
+    'lifecycle': ('false',
+                  'true: start tracker_node as a managed (lifecycle) node, unconfigured until a '
+                  'lifecycle manager (or ros2 lifecycle set) configures and activates it'),
     # the demo's video_publisher and automatic init (demo.launch.py)
     'source': (DEMO_VIDEO, 'video file or OTB-style image-sequence folder to play as the camera'),
     'rate': ('10.0', 'frames per second to publish'),
@@ -72,3 +75,12 @@ def config(name):
 def value(context, name):
     """An argument's value in this launch, stripped (inside an OpaqueFunction)."""
     return config(name).perform(context).strip()
+
+
+def flag(context, name):
+    """A true/false argument's value; anything else stops the launch with the reason
+    (a typo must not silently start the other kind of node)."""
+    text = value(context, name).lower()
+    if text not in ('true', 'false'):
+        raise RuntimeError(f'{name} must be true or false, got {text!r}')
+    return text == 'true'

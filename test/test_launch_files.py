@@ -24,7 +24,7 @@ COMMON = LAUNCH / "vtrack_launch_common.py"
 LAUNCH_FILES = ("tracker.launch.py", "demo.launch.py")
 # What each launch file offers on the command line (ros2 launch ... NAME:=VALUE).
 EXPECTED = {
-    "tracker.launch.py": {"tracker", "device", "image", "params_file", "namespace"},
+    "tracker.launch.py": {"tracker", "device", "image", "params_file", "namespace", "lifecycle"},
     "demo.launch.py": {"source", "rate", "loop", "tracker", "device", "params_file", "init_box", "init_delay",
                        "hold_first_frame"},
 }
@@ -81,8 +81,8 @@ def _declared_and_used(path: Path) -> tuple[list[str], set[str]]:
             declared += _string_args(node)
         elif name == "config" or (name == "arg" and isinstance(node.func, ast.Name)):
             used.update(_string_args(node))
-        elif name == "value" and node.args:
-            # common.value(context, NAME) or the local value(NAME) helper around it
+        elif name in ("value", "flag") and node.args:
+            # common.value(context, NAME) or the local value(NAME) helper around it; common.flag(context, NAME)
             last = node.args[-1]
             if isinstance(last, ast.Constant) and isinstance(last.value, str):
                 used.add(last.value)
@@ -162,7 +162,8 @@ def fake_launch(monkeypatch, tmp_path):
         "launch.substitutions": {"LaunchConfiguration": _LaunchConfiguration},
         "launch.launch_description_sources": {"PythonLaunchDescriptionSource": type("Source", (_Recorded,), {})},
         "launch_ros": {},
-        "launch_ros.actions": {"Node": type("Node", (_Recorded,), {})},
+        "launch_ros.actions": {"Node": type("Node", (_Recorded,), {}),
+                               "LifecycleNode": type("LifecycleNode", (_Recorded,), {})},
         "launch_ros.parameter_descriptions": {"ParameterValue": type("ParameterValue", (_Recorded,), {})},
         "ament_index_python": {},
         "ament_index_python.packages": {"get_package_share_directory": lambda package: str(share)},
@@ -208,9 +209,11 @@ def test_tracker_node_gets_params_file_overrides_remap_and_namespace(fake_launch
 
     def launch_with(**values):
         arguments = {"tracker": "", "device": "", "image": "/camera/image_raw", "params_file": params_file,
-                     "namespace": ""}
+                     "namespace": "", "lifecycle": "false"}
         context = types.SimpleNamespace(launch_configurations={**arguments, **values})
         (node,) = build(context)
+        assert type(node).__name__ == ("LifecycleNode" if values.get("lifecycle", "").strip().lower() == "true"
+                                       else "Node")
         return node.kwargs
 
     node = launch_with()
@@ -224,6 +227,15 @@ def test_tracker_node_gets_params_file_overrides_remap_and_namespace(fake_launch
     assert node["remappings"] == [("image", "/cam/left"), ("image/compressed", "/cam/left/compressed")]
     assert node["namespace"] == "lt"
     assert launch_with(params_file="")["parameters"] == []
+    # lifecycle:=true: a LifecycleNode (namespace passed as the keyword it requires), the node's
+    # lifecycle parameter set last, so the params file cannot turn it off
+    managed = launch_with(lifecycle=" True ", tracker="kcf")
+    assert "namespace" in managed and managed["namespace"] is None
+    assert managed["parameters"][0] == params_file and managed["parameters"][-1] == {"lifecycle": True}
+    assert managed["remappings"] == [("image", "/camera/image_raw"), ("image/compressed", "/camera/image_raw/compressed")]
+    assert launch_with(lifecycle="false")["parameters"] == [params_file]  # plain: no lifecycle parameter passed
+    with pytest.raises(RuntimeError, match="lifecycle must be true or false"):
+        launch_with(lifecycle="yes")
     with pytest.raises(RuntimeError, match="does not exist"):
         launch_with(params_file=str(fake_launch / "missing.yaml"))
 
