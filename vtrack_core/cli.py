@@ -1,8 +1,11 @@
-"""`vtrack` command line: track one video / sequence, evaluate trackers on a dataset, list trackers.
+"""`vtrack` command line: track one video / sequence / bag, write a sequence as a bag, evaluate trackers,
+list trackers.
 
     vtrack list
     vtrack track --tracker csrt --video walk.mp4 --init 10,20,40,80 --out out/walk
     vtrack track --tracker kcf --sequence datasets/dev/Couple --out out/couple
+    vtrack track --tracker csrt --bag robot_run --topic /camera/image_raw --init 10,20,40,80 --out out/run
+    vtrack bag --sequence datasets/dev/Couple --out couple_bag --format rosbag2-mcap --compressed
     vtrack eval --trackers csrt kcf --dataset datasets/dev --max-frames 100 --out out/dev
     vtrack outofview --dataset datasets/dev --out out/dev-oov --seed 0
     vtrack train siamfc --data datasets/train --epochs 50 --out out/siamfc
@@ -131,31 +134,41 @@ def _ground_truth_start(source: FrameSource) -> tuple[int, Box]:
 def cmd_track(args: argparse.Namespace) -> int:
     from .registry import create_tracker, tracker_config
     from .tracker import TrackState
-    from .video import BoxesWriter, OverlayWriter, draw_track, open_source
+    from .video import BoxesWriter, OverlayWriter, draw_track
 
     log = logging.getLogger("vtrack.track")
     init_box = _parse_box(args.init) if args.init else None
     overrides = _track_overrides(args.set)
     tracker_config(args.tracker, args.config, **overrides)  # typos fail before the slow imports
-    source_path = args.video if args.video is not None else args.sequence
+    source_path = next(p for p in (args.video, args.sequence, args.bag) if p is not None)
+    init_stamp = _bag_options(args)
     out = Path(args.out)
-    with open_source(source_path) as source:
-        start, init_box = (0, init_box) if init_box is not None else _ground_truth_start(source)
+    with _open_track_source(args) as source:
+        if args.bag is not None:
+            if init_box is None:
+                raise UsageError("--init x,y,w,h is required with --bag: a bag has no ground truth to start from")
+            start = -1  # the frame is found by its stamp while reading
+        else:
+            start, init_box = (0, init_box) if init_box is not None else _ground_truth_start(source)
         _set_threads(args.threads)
         tracker = create_tracker(args.tracker, args.config, **overrides)
         frames = updates = failures = 0
         seconds = 0.0
+        started = False
         overlay_writer = OverlayWriter(out / "overlay.mp4", source.fps)
         with overlay_writer as overlay, BoxesWriter(out / "boxes.txt") as boxes:
             for index, frame in source:
                 if args.max_frames is not None and index >= args.max_frames:
                     break
                 frames += 1
-                if index < start:
-                    boxes.write(None)
-                    overlay.write(draw_track(frame.copy(), None, None, None, args.tracker))
-                    continue
-                if index == start:
+                if not started:
+                    # A bag starts on its first message stamped at or after --init-stamp.
+                    is_start = index == start if start >= 0 else source.stamps[-1] >= init_stamp
+                    if not is_start:
+                        boxes.write(None)
+                        overlay.write(draw_track(frame.copy(), None, None, None, args.tracker))
+                        continue
+                    start, started = index, True
                     tracker.init(frame, init_box)  # a bad box raises InvalidInputError -> exit 2
                     box, confidence, state = tracker.box, 1.0, TrackState.INITIALIZING
                 else:
@@ -172,16 +185,70 @@ def cmd_track(args: argparse.Namespace) -> int:
                     seconds += result.seconds
                 boxes.write(box, confidence, state)
                 overlay.write(draw_track(frame.copy(), box, confidence, state, args.tracker))
+        stamps = list(getattr(source, "stamps", []))[:frames]
     if frames == 0:
         raise UsageError(f"{source_path}: no frames")
-    if frames <= start:
+    if not started and args.bag is not None:
+        from .bags import format_stamp
+
+        raise UsageError(f"{source_path}: no message on {source.topic} stamped at or after --init-stamp "
+                         f"{format_stamp(init_stamp)} among the {frames} read (stamps "
+                         f"{format_stamp(stamps[0])} to {format_stamp(stamps[-1])})")
+    if not started:
         raise UsageError(f"{source_path}: the init frame {start} is beyond the {frames} frame(s) read")
     fps = f"{updates / seconds:.1f} fps" if seconds > 0 else "fps n/a"
     print(
         f"{args.tracker}: {frames} frames ({updates} updates"
         f"{f', {failures} failed' if failures else ''}) in {seconds:.2f} s of tracking: {fps}"
     )
-    print(f"wrote {out / 'overlay.mp4'} and {out / 'boxes.txt'}")
+    if args.bag is not None:
+        from .bags import format_stamp
+
+        # Line i is message i of the topic, as in boxes.txt: its header stamp as recorded.
+        (out / "stamps.txt").write_text("".join(f"{format_stamp(s)}\n" for s in stamps))
+        print(f"{source.topic}: init on message {start}, stamp {format_stamp(stamps[start])}")
+        print(f"wrote {out / 'overlay.mp4'}, {out / 'boxes.txt'} and {out / 'stamps.txt'}")
+    else:
+        print(f"wrote {out / 'overlay.mp4'} and {out / 'boxes.txt'}")
+    return 0
+
+
+def _bag_options(args: argparse.Namespace) -> int:
+    """--topic / --init-stamp belong to --bag; the init stamp in nanoseconds (0: the first message)."""
+    from .bags import parse_stamp_ns
+
+    if args.bag is None:
+        for option, value in (("--topic", args.topic), ("--init-stamp", args.init_stamp)):
+            if value is not None:
+                raise UsageError(f"{option} applies to --bag only")
+        return 0
+    if args.init_stamp is None:
+        return 0
+    try:
+        return parse_stamp_ns(args.init_stamp, "--init-stamp")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _open_track_source(args: argparse.Namespace) -> FrameSource:
+    from .video import open_source
+
+    if args.bag is not None:
+        from .bags import BagSource
+
+        return BagSource(args.bag, args.topic)
+    return open_source(args.video if args.video is not None else args.sequence)
+
+
+def cmd_bag(args: argparse.Namespace) -> int:
+    """Write an image sequence as a bag (stamps start + k / rate), for tests and benchmarks."""
+    from .bags import format_stamp, write_sequence_bag
+
+    written = write_sequence_bag(args.sequence, args.out, args.format, args.compressed, args.rate, args.topic,
+                                 args.start, args.frame_id, args.max_frames)
+    print(f"wrote {written.path} ({written.format}): {written.frames} frames on {written.topic} "
+          f"({written.msgtype}) at {args.rate:g} Hz, stamps {format_stamp(written.first_stamp_ns)} to "
+          f"{format_stamp(written.last_stamp_ns)}")
     return 0
 
 
@@ -337,17 +404,37 @@ def build_parser() -> argparse.ArgumentParser:
     source = track.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", help="video file")
     source.add_argument("--sequence", help="OTB / GOT-10k sequence folder, or a folder of images")
+    source.add_argument("--bag", help="rosbag2 folder (sqlite3 or mcap) or ROS 1 .bag file")
     track.add_argument(
         "--init", help="initial box x,y,w,h in pixels (default for a sequence: its ground truth)"
     )
+    track.add_argument("--topic", help="--bag: the image topic (default: the bag's only image topic)")
+    track.add_argument("--init-stamp", metavar="SECONDS",
+                       help="--bag: start on the first message stamped at or after this (default: the first message)")
     track.add_argument("--max-frames", type=_positive, help="stop after this many frames")
     track.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="tracker config override"
     )
     track.add_argument("--config", help="YAML file of tracker settings (section per tracker name)")
     track.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (default 1)")
-    track.add_argument("--out", required=True, help="folder for overlay.mp4 and boxes.txt")
+    track.add_argument("--out", required=True, help="folder for overlay.mp4 and boxes.txt (and stamps.txt for --bag)")
     track.set_defaults(func=cmd_track)
+
+    bag = sub.add_parser("bag", help="write an image sequence as a bag (rosbag2 or ROS 1)",
+                         description="Write the frames of an OTB-layout sequence (or a folder of images) as an "
+                                     "image topic, stamped start + k / rate, with its camera_info beside it.")
+    bag.add_argument("--sequence", required=True, help="OTB / GOT-10k sequence folder, or a folder of images")
+    bag.add_argument("--out", required=True, help="the bag to write: a folder for rosbag2, a *.bag file for ros1")
+    bag.add_argument("--format", choices=["rosbag2-sqlite3", "rosbag2-mcap", "ros1"],
+                     help="default: ros1 for *.bag, else rosbag2-sqlite3")
+    bag.add_argument("--compressed", action="store_true",
+                     help="sensor_msgs/CompressedImage with each frame's own JPEG/PNG bytes (default: raw bgr8 Image)")
+    bag.add_argument("--rate", type=float, default=30.0, help="frames per second of the stamps (default 30)")
+    bag.add_argument("--topic", help="default /camera/image_raw (/camera/image_raw/compressed with --compressed)")
+    bag.add_argument("--start", default="1.0", metavar="SECONDS", help="stamp of the first frame (default 1.0)")
+    bag.add_argument("--frame-id", default="camera", help="header frame_id (default camera)")
+    bag.add_argument("--max-frames", type=_positive, help="only the first N frames")
+    bag.set_defaults(func=cmd_bag)
 
     ev = sub.add_parser("eval", help="one-pass evaluation of trackers on a dataset")
     ev.add_argument("--trackers", nargs="+", required=True, metavar="NAME")

@@ -1,4 +1,4 @@
-"""`video_publisher`: play a video file or an OTB / image folder as a camera.
+"""`video_publisher`: play a video file, an OTB / image folder or a recorded bag as a camera.
 
 Publishes `image` (sensor_msgs/Image) and `camera_info` (sensor_msgs/CameraInfo, size and
 frame_id only: a file has no calibration) so the tracker node can be run, demonstrated and
@@ -12,11 +12,20 @@ tested without a camera.  Two pacing modes:
 
 With `stamp_mode: sequence` the stamps are synthetic, `stamp_start + k / rate` for source
 frame k, so a test or an evaluation can map a stamp back to its frame index exactly.
+
+A bag (a rosbag2 folder, sqlite3 or mcap, or a ROS 1 .bag, read with `rosbags` through
+`vtrack_core.bags`) is played as recorded: each message of its image topic (`bag_topic`,
+default the bag's only image topic) goes out as it was recorded, a sensor_msgs/Image on
+`image` or a sensor_msgs/CompressedImage on `image/compressed` (the JPEG bytes untouched, so
+the tracker decodes them as on the robot), with its recorded header (`stamp_mode: auto`
+keeps the recorded stamp) and its recorded timing: the gaps between the recording times,
+divided by `bag_speed`.
 """
 from __future__ import annotations
 
 import argparse
 import array
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -72,8 +81,10 @@ class Settings:
     qos_depth: int = 10
     frame_id: str = "camera"
     encoding: str = "bgr8"
-    stamp_mode: str = "now"
+    stamp_mode: str = "auto"
     stamp_start: float = 1.0
+    bag_topic: str = ""
+    bag_speed: float = 1.0
 
     def check(self) -> None:
         if not self.source:
@@ -94,8 +105,10 @@ class Settings:
             raise UsageError("parameter 'qos_depth' must be >= 1")
         if self.encoding not in _encodings():
             raise UsageError(f"parameter 'encoding' must be one of {', '.join(_encodings())}, not {self.encoding!r}")
-        if self.stamp_mode not in ("now", "sequence"):
-            raise UsageError(f"parameter 'stamp_mode' must be now or sequence, not {self.stamp_mode!r}")
+        if self.stamp_mode not in STAMP_MODES:
+            raise UsageError(f"parameter 'stamp_mode' must be one of {', '.join(STAMP_MODES)}, not {self.stamp_mode!r}")
+        if not (self.bag_speed > 0 and math.isfinite(self.bag_speed)):
+            raise UsageError(f"parameter 'bag_speed' must be a finite factor > 0, not {self.bag_speed}")
         if self.stamp_mode == "sequence" and self.stamp_start - self.hold_count() / self.rate <= 0:
             # A zero stamp means "the latest image" to the tracker's init service.
             raise UsageError(
@@ -105,6 +118,20 @@ class Settings:
     def hold_count(self) -> int:
         """Copies of the first frame published before playing on."""
         return int(round(self.hold_first_frame * self.rate))
+
+    def is_bag(self) -> bool:
+        from vtrack_core.bags import is_bag
+
+        return is_bag(self.source)
+
+    def stamps(self) -> str:
+        """The stamp mode in effect: `auto` is `recorded` for a bag, else `now`."""
+        if self.stamp_mode != "auto":
+            return self.stamp_mode
+        return "recorded" if self.is_bag() else "now"
+
+
+STAMP_MODES = ("auto", "now", "sequence", "recorded")
 
 
 def sequence_stamp_ns(settings: Settings, k: int) -> int:
@@ -142,17 +169,78 @@ def iter_frames(settings: Settings) -> Iterator[tuple[int, np.ndarray]]:
             return
 
 
+def iter_bag_frames(settings: Settings):
+    """(source index, BagFrame) of the bag's topic from `start_frame` on, again and again
+    when looping; messages before start_frame are skipped without being decoded."""
+    from vtrack_core.bags import BagError, BagSource
+
+    while True:
+        produced = 0
+        try:
+            with BagSource(settings.source, settings.bag_topic or None) as source:
+                for frame in source.frames():
+                    if frame.index < settings.start_frame:
+                        continue
+                    produced += 1
+                    yield frame.index, frame
+        except BagError as error:
+            raise UsageError(f"cannot read source: {error}") from None
+        if produced == 0:
+            raise UsageError(f"{settings.source}: no messages at or after start_frame {settings.start_frame}")
+        if not settings.loop:
+            return
+
+
 def check_source(settings: Settings) -> int:
     """Open the source once before any ROS work, so a bad path fails fast; returns its length."""
     from vtrack_core.video import FrameSourceError, open_source
 
     if not Path(settings.source).exists():
         raise UsageError(f"{settings.source}: no such file or folder")
+    if settings.is_bag():
+        return check_bag(settings)
+    if settings.bag_topic:
+        raise UsageError(f"parameter 'bag_topic' applies to a bag source; {settings.source} is not a bag")
+    if settings.stamp_mode == "recorded":
+        raise UsageError(f"stamp_mode recorded needs a bag source; {settings.source} has no recorded stamps")
     try:
         with open_source(settings.source) as source:
             return len(source)
     except (FrameSourceError, OSError) as error:
         raise UsageError(f"cannot read source: {error}") from None
+
+
+def check_bag(settings: Settings) -> int:
+    """Open the bag and its topic (a missing topic, a non-image topic: exit 2 with the bag's
+    image topics); returns its message count."""
+    from vtrack_core.bags import BagError, BagSource
+
+    try:
+        with BagSource(settings.source, settings.bag_topic or None) as source:
+            count = len(source)
+    except BagError as error:
+        raise UsageError(f"cannot read source: {error}") from None
+    if settings.start_frame >= count:
+        raise UsageError(f"{settings.source}: start_frame {settings.start_frame} but only {count} messages")
+    return count
+
+
+def bag_message(frame, stamp) -> object:
+    """The recorded message as a sensor_msgs Image or CompressedImage, with `stamp` and the
+    recorded frame_id; pixels / bytes as recorded."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    recorded = frame.message
+    data = array.array("B", memoryview(recorded.data).tobytes())
+    if frame.compressed:
+        msg = CompressedImage(format=recorded.format)
+    else:
+        msg = Image(height=int(recorded.height), width=int(recorded.width), encoding=recorded.encoding,
+                    is_bigendian=int(recorded.is_bigendian), step=int(recorded.step))
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame.frame_id
+    msg.data = data
+    return msg
 
 
 def to_image_msg(frame: np.ndarray, encoding: str, stamp, frame_id: str):
@@ -174,19 +262,47 @@ def to_image_msg(frame: np.ndarray, encoding: str, stamp, frame_id: str):
     return msg
 
 
+def _message_size(frame) -> tuple[int, int]:
+    """(height, width) of a recorded message for its CameraInfo; a compressed one's from its
+    JPEG / PNG header (0, 0 where that cannot be read: the tracker will say why)."""
+    if not frame.compressed:
+        return int(frame.message.height), int(frame.message.width)
+    from vtrack_ros.image_conversion import UnsupportedImageError, declared_size
+
+    try:
+        width, height = declared_size(np.frombuffer(memoryview(frame.message.data), np.uint8))
+    except UnsupportedImageError:
+        return 0, 0
+    return height, width
+
+
 class VideoPublisherNode:
     """Holds the ROS objects; the pacing loop lives in `run` so it is easy to follow."""
 
     def __init__(self, node, settings: Settings) -> None:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         self.node = node
         self.settings = settings
         self.log = node.get_logger()
+        self.stamp_mode = settings.stamps()
+        self.bag_topic = ""  # the bag's topic being played, "" for videos and folders
+        self.bag_compressed = False
+        self.bag_fps = settings.rate
+        if settings.is_bag():
+            from vtrack_core.bags import BagSource
+
+            with BagSource(settings.source, settings.bag_topic or None) as bag:
+                self.bag_topic, self.bag_compressed, self.bag_fps = bag.topic, bag.compressed, bag.fps
         reliability = ReliabilityPolicy.RELIABLE if settings.qos_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=settings.qos_depth, reliability=reliability)
-        self.image_pub = node.create_publisher(Image, "image", qos)
+        if self.bag_compressed:
+            # Like image_transport: remapping the base topic `image` moves `image/compressed` too.
+            topic = node.resolve_topic_name("image") + "/compressed"
+            self.image_pub = node.create_publisher(CompressedImage, topic, qos)
+        else:
+            self.image_pub = node.create_publisher(Image, "image", qos)
         self.info_pub = node.create_publisher(CameraInfo, "camera_info", qos)
         self.echoed: set[tuple[int, int]] = set()
         self.lockstep_sub = None
@@ -213,6 +329,7 @@ class VideoPublisherNode:
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.lockstep_timeouts = 0
+        self.last_due = 0.0  # when the last frame was due (bags: the next one is due a recorded gap later)
 
     def _on_echo(self, msg) -> None:
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -247,24 +364,38 @@ class VideoPublisherNode:
                 next_log = time.monotonic() + 5.0
             spin(0.05)
 
-    def stamp_for(self, k: int):
-        """Header stamp for source frame k (k < start_frame for held copies)."""
+    def stamp_for(self, k: int, frame=None):
+        """Header stamp for source frame k (k < start_frame for held copies); `frame`, a
+        BagFrame, gives the recorded stamp (held copies: 1 / rate apart before it)."""
         from builtin_interfaces.msg import Time
 
-        if self.settings.stamp_mode == "sequence":
+        if self.stamp_mode == "sequence":
             ns = sequence_stamp_ns(self.settings, k)
-            return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-        return self.node.get_clock().now().to_msg()
+        elif self.stamp_mode == "recorded" and frame is not None:
+            ns = frame.stamp_ns - int(round(max(0, self.settings.start_frame - k) * 1e9 / self.settings.rate))
+            if ns <= 0:  # a zero stamp means "the latest image" to the tracker's init service
+                raise UsageError(f"the recorded stamps start at {frame.stamp_ns / 1e9:.9f} s: too early to stamp "
+                                 f"hold_first_frame's copies before them; lower hold_first_frame or use stamp_mode now")
+        else:
+            return self.node.get_clock().now().to_msg()
+        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
-    def publish(self, frame: np.ndarray, k: int) -> tuple[int, int]:
-        """Publish one frame with its camera info; returns its stamp as (sec, nanosec)."""
+    def publish(self, frame, k: int) -> tuple[int, int]:
+        """Publish one frame (a BGR array, or a bag's BagFrame as recorded) with its camera
+        info; returns its stamp as (sec, nanosec)."""
         from sensor_msgs.msg import CameraInfo
 
-        stamp = self.stamp_for(k)
-        image = to_image_msg(frame, self.settings.encoding, stamp, self.settings.frame_id)
+        if isinstance(frame, np.ndarray):
+            stamp = self.stamp_for(k)
+            image = to_image_msg(frame, self.settings.encoding, stamp, self.settings.frame_id)
+            size = image.height, image.width
+        else:
+            stamp = self.stamp_for(k, frame)
+            image = bag_message(frame, stamp)
+            size = _message_size(frame)
         info = CameraInfo()
         info.header = image.header
-        info.height, info.width = image.height, image.width
+        info.height, info.width = size
         self.image_pub.publish(image)
         self.info_pub.publish(info)
         now = time.monotonic()
@@ -277,17 +408,28 @@ class VideoPublisherNode:
         """Publish until the source (or max_frames) ends; `spin(t)` serves callbacks for up to t s."""
         s = self.settings
         period = 1.0 / s.rate
-        self.next_due = time.monotonic()
-        for index, frame in iter_frames(s):
+        self.next_due = self.last_due = time.monotonic()
+        previous_log: int | None = None
+        frames = iter_bag_frames(s) if self.bag_topic else iter_frames(s)
+        for index, frame in frames:
             if self.source_frames == 0 and s.hold_count() > 0:
                 self._hold(frame, spin)
             else:
+                if self.bag_topic and previous_log is not None:
+                    # The recorded gap (a loop starting again: one frame period of the bag).
+                    gap_ns = frame.log_ns - previous_log
+                    gap = (gap_ns / 1e9 if gap_ns >= 0 else 1.0 / self.bag_fps) / s.bag_speed
+                    self.next_due = self.last_due + gap
+                    if time.monotonic() - self.next_due > max(gap, 1e-3):  # fell behind: no burst
+                        self.next_due = time.monotonic()
                 self._paced(frame, s.start_frame + self.source_frames, spin, period)
+            if self.bag_topic:
+                previous_log = frame.log_ns
             self.source_frames += 1
             if s.max_frames and self.source_frames >= s.max_frames:
                 break
 
-    def _paced(self, frame: np.ndarray, k: int, spin, period: float) -> tuple[int, int]:
+    def _paced(self, frame, k: int, spin, period: float) -> tuple[int, int]:
         """Publish frame k at its time (fixed rate) or after the last frame's echo (lockstep)."""
         if self.settings.lockstep_topic:
             stamp = self.publish(frame, k)
@@ -296,12 +438,13 @@ class VideoPublisherNode:
         while (left := self.next_due - time.monotonic()) > 0:
             spin(left)
         stamp = self.publish(frame, k)
+        self.last_due = self.next_due
         self.next_due += period
         if time.monotonic() - self.next_due > period:  # fell behind (slow decode): no burst
             self.next_due = time.monotonic()
         return stamp
 
-    def _hold(self, frame: np.ndarray, spin) -> None:
+    def _hold(self, frame, spin) -> None:
         """The first frame, again and again for hold_first_frame s: copy j gets the k (and
         the sequence stamp) start_frame - holds + j, the last copy is the frame itself. With
         hold_until_tracked, the hold ends as soon as a result with a target and the stamp of
@@ -345,9 +488,11 @@ class VideoPublisherNode:
     def summary(self) -> str:
         elapsed = (self.last_time - self.first_time) if self.first_time is not None and self.last_time else 0.0
         rate = (self.published - 1) / elapsed if self.published > 1 and elapsed > 0 else 0.0
+        requested = (f"recorded timing x{self.settings.bag_speed:g}" if self.bag_topic and not self.settings.lockstep_topic
+                     else f"{self.settings.rate:g} Hz requested")
         text = (
             f"published {self.published} images ({self.source_frames} source frames) "
-            f"in {elapsed:.2f} s: {rate:.1f} Hz achieved, {self.settings.rate:g} Hz requested"
+            f"in {elapsed:.2f} s: {rate:.1f} Hz achieved, {requested}"
         )
         if self.settings.lockstep_topic:
             text += f"; lockstep on {self.lockstep_sub.topic_name}: {self.lockstep_timeouts} timeouts"
@@ -411,13 +556,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         player = VideoPublisherNode(node, settings)
+        if player.bag_topic and (settings.encoding, settings.frame_id) != ("bgr8", "camera"):
+            node.get_logger().warning("'encoding' and 'frame_id' do not apply to a bag: its messages go out as recorded")
 
         def spin(timeout: float) -> None:
             executor.spin_once(timeout_sec=max(0.0, timeout))
 
+        if player.bag_topic:
+            kind = "CompressedImage" if player.bag_compressed else "Image"
+            pacing = "" if settings.lockstep_topic else f" at recorded timing x{settings.bag_speed:g}"
+            played = f"{settings.source} {player.bag_topic} ({length} {kind} messages) -> {player.image_pub.topic_name} " \
+                     f"as recorded{pacing}, stamps {player.stamp_mode}"
+        else:
+            played = f"{settings.source} ({length or '?'} frames) -> {player.image_pub.topic_name} " \
+                     f"as {settings.encoding} at {settings.rate:g} Hz"
         node.get_logger().info(
-            f"{settings.source} ({length or '?'} frames) -> {player.image_pub.topic_name} "
-            f"as {settings.encoding} at {settings.rate:g} Hz"
+            played
             + (f", lockstep on {player.lockstep_sub.topic_name}" if player.lockstep_sub else "")
             + (", looping" if settings.loop else "")
         )
