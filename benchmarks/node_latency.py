@@ -9,6 +9,14 @@ was still initialising), with ratios to CSRT measured in the same run.
     .venv/bin/python benchmarks/node_latency.py [--trackers csrt nano ...] [--video PATH] [--rate 30]
     .venv/bin/python benchmarks/node_latency.py --trackers nano --video vtest.avi --rate 25 --max-frames 0 \\
         --cold-start --repeat 2
+    .venv/bin/python benchmarks/node_latency.py --trackers csrt nano --bag run.bag [--topic /cam/image_raw] \\
+        --init x,y,w,h
+
+--bag replays a recorded image topic (rosbag2 folder or ROS 1 .bag; `vtrack bag` writes one
+from a sequence) through the same pipeline: the publisher plays it at its recorded timing,
+as recorded (a CompressedImage topic reaches the node as JPEG on image/compressed); --rate
+then only spaces the stamps. A bag has no ground truth: --init gives the box on its first
+frame.
 
 --cold-start runs each tracker twice in a row, a "fresh" run first and a "second" run: before
 the fresh one it removes the __pycache__ folders of vtrack_core, vtrack_ros and the generated
@@ -69,6 +77,10 @@ def run_demo(tracker: str, args, out: Path) -> dict | None:
     demo = Path(sys.executable).with_name("vtrack-demo")
     command = [str(demo), "--tracker", tracker, "--video", args.video, "--rate", str(args.rate),
                "--max-frames", str(args.max_frames), "--no-overlay", "--out", str(out)]
+    if args.init:
+        command += ["--init", args.init]
+    if args.topic:
+        command += ["--bag-topic", args.topic]
     command += [item for setting in args.set for item in ("--set", setting)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -83,7 +95,12 @@ def run_demo(tracker: str, args, out: Path) -> dict | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trackers", nargs="+", default=None, help="default: every registered tracker but kcf/mil")
-    parser.add_argument("--video", default=str(DEFAULT_VIDEO))
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--video", default=str(DEFAULT_VIDEO), help="video file or sequence folder (default: dev David)")
+    source.add_argument("--bag", help="a recorded bag (rosbag2 folder or ROS 1 .bag), replayed at its recorded timing")
+    parser.add_argument("--topic", help="--bag: its image topic (default: the bag's only image topic)")
+    parser.add_argument("--init", help="x,y,w,h on the first frame (required with --bag; default: the sequence's "
+                        "ground truth)")
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--max-frames", type=int, default=300, help="0: the whole video")
     parser.add_argument("--set", action="append", default=[], metavar="PARAM:=VALUE",
@@ -94,6 +111,20 @@ def main() -> int:
     parser.add_argument("--json", help="write the rows here too")
     args = parser.parse_args()
     from vtrack_core import available_trackers
+    from vtrack_core.bags import BagError, BagSource
+
+    pacing = f"at {args.rate:g} Hz"
+    if args.bag:
+        if not args.init:
+            parser.error("--bag needs --init x,y,w,h: a bag has no ground truth")
+        try:
+            with BagSource(args.bag, args.topic) as bag:  # a bad bag or topic fails here, once
+                pacing = f"{bag.topic}, recorded timing ({bag.fps:.1f} Hz, {len(bag)} messages)"
+        except BagError as error:
+            parser.error(str(error))
+        args.video = args.bag
+    elif args.topic:
+        parser.error("--topic applies to --bag only")
 
     trackers = args.trackers or [t for t in available_trackers() if t not in ("kcf", "mil")]
     if "csrt" not in trackers and not args.cold_start:
@@ -110,7 +141,7 @@ def main() -> int:
                     if row is not None:
                         rows.append((tracker, kind, row))
     base = next((row for tracker, _, row in rows if tracker == "csrt"), None)
-    print(f"\n{Path(args.video).name} at {args.rate:g} Hz, {args.max_frames or 'all'} frames")
+    print(f"\n{Path(args.video).name} {pacing}, {args.max_frames or 'all'} frames")
     print(f"{'tracker':10} {'run':6} {'frames':>6} {'init s':>6} {'refused':>7} {'tracked':>7} {'missed':>6} "
           f"{'fps':>6} {'p50 ms':>7} {'p95 ms':>7} {'node rx':>7} {'node drop':>9} {'p50/csrt':>9} {'fps/csrt':>9}")
     for tracker, kind, row in rows:

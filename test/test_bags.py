@@ -1,7 +1,8 @@
 """Bags on real frames (dev Couple): `vtrack bag` writes each format, `vtrack_core.bags` and
 plain rosbags read them back (pixels, bytes and stamps of the source frames), the real
 `video_publisher` plays one to a subscriber with the recorded stamps and timing, `vtrack
-track --bag` follows the couple, and bad bags, topics and options end in one line with exit code 2."""
+track --bag` follows the couple, `vtrack-demo` runs the node on one, and bad bags, topics
+and options end in one line with exit code 2."""
 from __future__ import annotations
 
 import json
@@ -419,3 +420,39 @@ def test_publisher_bag_errors_exit_2(ros, spawn, couple, two_image_topics, tmp_p
             continue
         assert code == 2, (params, output)
         assert message in output and "Traceback" not in output, (params, output)
+
+
+# --- the node on a bag: vtrack-demo (what benchmarks/node_latency.py --bag runs) ----------
+@pytest.mark.ros
+@pytest.mark.slow
+def test_demo_tracks_a_compressed_bag_through_the_node(couple, couple_gt, tmp_path):
+    """vtrack-demo --video BAG: the publisher plays the recorded JPEGs on image/compressed at
+    the recorded 30 Hz, the node (image_transport compressed) tracks the couple from frame 1."""
+    from ros_helpers import fresh_domain_id
+
+    _ros()
+    frames = 40
+    bag = write_bag(couple, tmp_path / "couple_bag", "--format", "rosbag2-mcap", "--compressed",
+                    "--max-frames", "60", "--start", START)
+    demo = BIN / "vtrack-demo"
+    command = [str(demo)] if demo.exists() else [sys.executable, "-m", "vtrack_ros.demo"]
+    env = dict(os.environ, VTRACK_DEMO_DOMAIN_ID=str(fresh_domain_id()))
+    init = ",".join(f"{v:g}" for v in couple_gt[0])
+    out = tmp_path / "demo"
+    done = subprocess.run([*command, "--tracker", "csrt", "--video", str(bag), "--init", init, "--rate", "10",
+                           "--max-frames", str(frames), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == frames and summary["processed_frames"] >= 0.8 * (frames - 1), summary
+    assert "/vtrack_demo/image/compressed" in (out / "tracker_node.log").read_text()
+    assert "recorded timing x1" in (out / "video_publisher.log").read_text()
+    boxes = np.loadtxt(out / "boxes.txt", delimiter=",", ndmin=2)[:, :4]
+    tracked = np.isfinite(boxes).all(axis=1)
+    assert iou(boxes[1:][tracked[1:]], couple_gt[1:frames][tracked[1:]]).mean() > 0.6
+    assert (out / "overlay.mp4").stat().st_size > 0
+
+    # Without --init a bag is refused (it has no ground truth), in one line.
+    done = subprocess.run([*command, "--video", str(bag), "--out", str(tmp_path / "no_init")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "is a bag: give the box on its first frame with --init" in done.stderr

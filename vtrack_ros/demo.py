@@ -12,6 +12,11 @@ reports a target on one of the copies; the demo starts the target on the newest 
 node has answered. So the box drawn on frame 0 is started on frame 0's pixels whenever the
 node's subscription matched the publisher and however long the tracker takes to start, and
 no frame of the video passes while it starts.
+
+`--video` may name a bag (rosbag2 folder or ROS 1 .bag): the publisher plays its image topic
+at the recorded timing, as recorded (a compressed topic reaches the node as JPEG, which then
+subscribes `image/compressed`), stamped like a video (`stamp_start + k / rate`) so a result
+still names its frame.
 """
 from __future__ import annotations
 
@@ -39,7 +44,8 @@ def _bin(name: str) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vtrack-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--video", default=DEFAULT_VIDEO, help="video file or OTB sequence folder")
+    parser.add_argument("--video", default=DEFAULT_VIDEO, help="video file, OTB sequence folder or bag")
+    parser.add_argument("--bag-topic", default="", help="the image topic of a bag (default: its only image topic)")
     parser.add_argument("--init", default=None, help="x,y,w,h on the first frame (default: the vtest.avi pedestrian, "
                         "or the first ground-truth box of a sequence folder)")
     parser.add_argument("--tracker", default="auto", help="registry name; auto: nano when its models exist, else csrt")
@@ -66,8 +72,11 @@ def choose_tracker(name: str) -> str:
 
 
 def default_init(video: str) -> str:
+    from vtrack_core.bags import is_bag
     from vtrack_core.eval.datasets import is_otb_sequence, read_otb_sequence
 
+    if is_bag(video):
+        raise ValueError(f"{video} is a bag: give the box on its first frame with --init x,y,w,h")
     if Path(video).is_dir() and is_otb_sequence(video):
         sequence = read_otb_sequence(video)[0]
         return ",".join(f"{v:.1f}" for v in sequence.ground_truth[sequence.first_valid_index()])
@@ -92,6 +101,7 @@ def run(args: argparse.Namespace) -> dict:
 
     tracker = choose_tracker(args.tracker)
     init_box = Box.parse(args.init or default_init(args.video))
+    bag_compressed = _bag_is_compressed(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     domain = int(os.environ.get("VTRACK_DEMO_DOMAIN_ID", random.randint(120, 200)))
@@ -113,6 +123,8 @@ def run(args: argparse.Namespace) -> dict:
     # busy host; the node still keeps only the newest frame.
     node_args = [_bin("tracker_node"), "--ros-args", "-r", f"image:={image_topic}", "-p", f"tracker:={tracker}",
                  "-p", "qos_reliability:=reliable"]
+    if bag_compressed:  # the publisher sends the recorded JPEGs on image/compressed
+        node_args += ["-p", "image_transport:=compressed"]
     for extra in args.set:
         node_args += ["-p", extra]
     processes = [subprocess.Popen(node_args, env=env, stdout=node_log, stderr=subprocess.STDOUT, start_new_session=True)]
@@ -173,6 +185,8 @@ def run(args: argparse.Namespace) -> dict:
         ]
         if args.max_frames:
             publisher_args += ["-p", f"max_frames:={args.max_frames}"]
+        if args.bag_topic:
+            publisher_args += ["-p", f"bag_topic:={args.bag_topic}"]
         if args.lockstep:
             publisher_args += ["-p", "lockstep_topic:=/tracker_node/tracked_objects"]
         publisher = subprocess.Popen(publisher_args, env=env, stdout=publisher_log, stderr=subprocess.STDOUT,
@@ -252,7 +266,8 @@ def write_outputs(args, out: Path, frame_stamps, results, summary, init_box, ini
     """boxes.txt (x,y,w,h,confidence,state per published frame; NaN where the node dropped
     the frame or had no target yet), summary.json, and overlay.mp4 on the source frames."""
     from vtrack_core import Box, TrackState
-    from vtrack_core.video import BoxesWriter, OverlayWriter, draw_track, open_source
+    from vtrack_core.bags import open_frames
+    from vtrack_core.video import BoxesWriter, OverlayWriter, draw_track
 
     rows: list[tuple[Box | None, float | None, int | None, str]] = []
     for stamp in frame_stamps:
@@ -272,9 +287,21 @@ def write_outputs(args, out: Path, frame_stamps, results, summary, init_box, ini
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.no_overlay:
         return
-    with open_source(args.video) as source, OverlayWriter(out / "overlay.mp4", fps=args.rate) as writer:
+    with open_frames(args.video, args.bag_topic or None) as source, OverlayWriter(out / "overlay.mp4", fps=args.rate) as writer:
         for (_, frame), (box, confidence, state, label) in zip(source, rows):
             writer.write(draw_track(frame, box, confidence, state, f"{summary['tracker']} {label}"))
+
+
+def _bag_is_compressed(args: argparse.Namespace) -> bool:
+    """Whether --video is a bag whose topic is CompressedImage (a bad bag or topic: ValueError)."""
+    from vtrack_core.bags import BagSource, is_bag
+
+    if not is_bag(args.video):
+        if args.bag_topic:
+            raise ValueError(f"--bag-topic: {args.video} is not a bag")
+        return False
+    with BagSource(args.video, args.bag_topic or None) as bag:
+        return bag.compressed
 
 
 def main(argv: list[str] | None = None) -> int:
