@@ -626,8 +626,10 @@ class TrackerNode(LifecycleNodeMixin, Node):
             del tracker
         except Exception as exc:  # the node cannot track with this tracker: say why, at once
             raise ValueError(f"warm-up of tracker '{name}' failed: {type(exc).__name__}: {exc}") from exc
-        decode_compressed("jpeg", cv2.imencode(".jpg", image)[1].tobytes(), self.param("max_image_pixels"))
-        image_to_bgr("bgr8", 480, 640, 640 * 3, image.tobytes(), False, self.param("max_image_pixels"))
+        # max_image_pixels limits camera images; a smaller one must not refuse this synthetic one.
+        limit = max(self.param("max_image_pixels"), image.shape[0] * image.shape[1])
+        decode_compressed("jpeg", cv2.imencode(".jpg", image)[1].tobytes(), limit)
+        image_to_bgr("bgr8", 480, 640, 640 * 3, image.tobytes(), False, limit)
         draw_track(image.copy(), box, 1.0, TrackState.TRACKING, "warm-up")
         with self._spare_lock:
             self._spare = (name, self._tracker_settings(), self._make_tracker(name, use_spare=False))
