@@ -309,6 +309,49 @@ def test_folding_batch_norms_keeps_the_features(name):
         build_backbone(name, "random").train().fold_batch_norms()
 
 
+def test_cpu_inference_graph_keeps_the_features_and_is_built_once_per_weights():
+    """The traced oneDNN graph of the installed MobileNetV2 trunk answers as the module does
+    (on a real dev frame, at the shape it was traced for and another), a second module built
+    from the same weights gets the same graph object (no second tracing), other weights and
+    other shapes get their own, and a module in training mode is refused."""
+    from vtrack_core.backbones.base import cpu_inference_graph
+
+    image = cv2.imread(str(sorted((Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dev" / "David"
+                                  / "img").glob("*.jpg"))[0]))
+    frame = torch.from_numpy(cv2.resize(image, (255, 255))).permute(2, 0, 1)[None].float()
+    frame = frame.contiguous(memory_format=torch.channels_last)
+
+    def trunk(weights=None):
+        net = build_backbone("mobilenet_v2", weights, output_stride=8).eval()
+        net.fold_batch_norms()
+        return _Extract(net, "stage5").eval()
+
+    module = trunk()
+    graph = cpu_inference_graph(module, frame)
+    with torch.inference_mode():
+        expected, got = module(frame), graph(frame)
+        small = frame[:, :, :127, :127].contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(graph(small), module(small), atol=1e-3 * float(module(small).abs().max()), rtol=0)
+    assert got.shape == expected.shape == (1, 96, 32, 32)
+    torch.testing.assert_close(got, expected, atol=1e-3 * float(expected.abs().max()), rtol=0)
+    assert cpu_inference_graph(trunk(), frame) is graph
+    assert cpu_inference_graph(trunk("random"), frame) is not graph
+    assert cpu_inference_graph(module, small) is not graph
+    with pytest.raises(ValueError, match="eval"):
+        cpu_inference_graph(trunk().train(), frame)
+
+
+class _Extract(torch.nn.Module):
+    """One tap of a backbone as the module's only output (what tracing needs)."""
+
+    def __init__(self, net: torch.nn.Module, tap: str) -> None:
+        super().__init__()
+        self.net, self.tap = net, tap
+
+    def forward(self, bgr: torch.Tensor) -> torch.Tensor:
+        return self.net.extract(bgr, self.tap)
+
+
 def test_grouped_deformable_convolution_is_each_group_alone():
     """A deformable depthwise convolution (MobileNet / EfficientNet blocks): zero offsets give
     the plain grouped convolution, and with offsets every group equals an ungrouped

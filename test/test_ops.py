@@ -3,6 +3,7 @@ and Hann window, and the candidate sampler's kinds."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vtrack_core.ops.maps import gaussian_label, hann_window
 from vtrack_core.ops.sampling import SampleSpec, draw_boxes
@@ -60,3 +61,17 @@ def test_normal_candidates_spread_in_pixels_and_log_size():
     np.testing.assert_allclose(boxes[:, 2] / boxes[:, 3], 2.0)  # aspect kept
     with pytest.raises(ValueError, match="bounds"):
         draw_boxes(rng, box, 4, SampleSpec("gaussian", 0.5, 1.05), bounds=None)
+
+
+@pytest.mark.parametrize("size_in, size_out", [(17, 272), (5, 13), (9, 9)])
+def test_bicubic_matrix_is_torch_bicubic_upsampling(size_in, size_out):
+    """Two matrix products give F.interpolate's bicubic (align_corners=False) for any map,
+    borders included, so SiamFC's response is unchanged by the faster form."""
+    from vtrack_core.ops.maps import bicubic_matrix, upsample_bicubic
+
+    maps = torch.randn(3, size_in, size_in, generator=torch.Generator().manual_seed(0)) * 5
+    maps[0, 0, 0] = 40.0  # a corner peak: the clamped border indices matter
+    expected = F.interpolate(maps[:, None], size=(size_out, size_out), mode="bicubic", align_corners=False)[:, 0]
+    got = upsample_bicubic(maps, bicubic_matrix(size_in, size_out))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+    assert got.shape == (3, size_out, size_out)

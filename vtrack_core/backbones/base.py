@@ -9,8 +9,11 @@ know which.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterable, Sequence
@@ -319,6 +322,42 @@ def _fold_children(module: nn.Module) -> None:
                 module[int(norm_name)] = nn.Identity()
             else:
                 setattr(module, norm_name, nn.Identity())
+
+
+_CPU_GRAPHS: dict[tuple, torch.jit.ScriptModule] = {}
+_CPU_GRAPHS_LOCK = threading.Lock()
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A digest of a module's parameters and buffers (names, shapes, dtypes, values): equal
+    for two modules built from the same weights file, so they can share derived objects."""
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cpu_inference_graph(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """`module` (eval mode, on the CPU) traced on `example`, frozen and optimised for oneDNN
+    (`torch.jit.optimize_for_inference`: convolutions fused with their activations, weights
+    pre-packed): the same outputs to float rounding, without the Python cost of each layer
+    call. Tracing costs seconds, so a graph is built once per process for each set of
+    weights, input shape and dtype, and shared by every tracker built from those weights
+    (a node builds a tracker for every init)."""
+    if module.training or example.device.type != "cpu":
+        raise ValueError("cpu_inference_graph: a module in eval mode and a CPU example")
+    key = (type(module).__name__, weights_fingerprint(module), tuple(example.shape), example.dtype,
+           example.is_contiguous(memory_format=torch.channels_last))
+    with _CPU_GRAPHS_LOCK:
+        graph = _CPU_GRAPHS.get(key)
+        if graph is None:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about Python values in shape arithmetic
+                graph = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(module, example).eval()))
+                graph(example)  # the first run specialises the graph: not on a tracker's first frame
+            _CPU_GRAPHS[key] = graph
+    return graph
 
 
 def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path, what: str,

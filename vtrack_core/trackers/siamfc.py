@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.alexnet import SiamFCAlexNet, read_siamfc_state
-from ..backbones.base import fold_batch_norms
+from ..backbones.base import cpu_inference_graph, fold_batch_norms
 from ..deep_tracker import DeepTracker, DeepTrackerConfig
 from ..ops.crops import crop_and_resize
-from ..ops.maps import hann_window
+from ..ops.maps import bicubic_matrix, hann_window, upsample_bicubic
 from ..ops.scales import ScalePyramid
 from ..weights import WeightsError, load_torch_state_dict
 
@@ -171,6 +171,8 @@ class SiamFCConfig(DeepTrackerConfig):
     scale_mode: str = "auto"  # crops: one crop a scale, in one batch (the paper) | features: one crop, the
     #                           scales resampled from its feature map (pretrained trunks; a third of the cost) |
     #                           auto: crops on CUDA (the batch costs little there), features on a CPU
+    cpu_graph: bool = True  # scale_mode features on a CPU: the search embedding as a traced oneDNN graph
+    #                         (backbones.cpu_inference_graph; same scores to float rounding, ~1.2x faster)
     exemplar_size: int = 127
     instance_size: int = 255
     context: float = 0.5  # margin p = context * (w + h) / 2 = (w + h) / 4 (sec. 2.4)
@@ -211,6 +213,13 @@ class SiamFCTracker(DeepTracker):
         self.scales = ScalePyramid(cfg.scale_num, cfg.scale_step, cfg.scale_penalty, cfg.scale_lr, self.device)
         self.scale_factors = torch.tensor(self.scales.factors, device=self.device, dtype=torch.float32)
         self.window: torch.Tensor | None = None
+        self.upsampler: torch.Tensor | None = None
+        # The per-frame search embedding: one fixed-size crop on a CPU, as a traced graph.
+        self._embed_search = self.net.backbone
+        if self.scale_from_features and cfg.cpu_graph and self.device.type == "cpu":
+            example = torch.zeros(1, 3, cfg.instance_size, cfg.instance_size, dtype=self.dtype)
+            self._embed_search = cpu_inference_graph(self.net.backbone,
+                                                     example.contiguous(memory_format=torch.channels_last))
 
     def _exemplar_side(self) -> float:
         margin = self.config.context * float(self.target_size.sum())
@@ -232,7 +241,7 @@ class SiamFCTracker(DeepTracker):
         if self.scale_from_features:
             search = crop_and_resize(frame, centre, torch.tensor([x_side], device=self.device), cfg.instance_size,
                                      self.fill).to(self.dtype)
-            features = self.net.embed(search.contiguous(memory_format=torch.channels_last))
+            features = self._embed_search(search.contiguous(memory_format=torch.channels_last))
             embedded = self.net.scaled_search(features, self.scale_factors, cfg.instance_size)
         else:
             search = crop_and_resize(frame, centre, self.scale_factors * x_side, cfg.instance_size,
@@ -240,7 +249,9 @@ class SiamFCTracker(DeepTracker):
             embedded = self.net.embed(search.contiguous(memory_format=torch.channels_last), False)
         scores = self.net.head(self.kernel, embedded).float()  # S x 1 x 17 x 17
         size = scores.shape[-1] * cfg.response_up
-        response = F.interpolate(scores, size=(size, size), mode="bicubic", align_corners=False)[:, 0]
+        if self.upsampler is None or self.upsampler.shape != (size, scores.shape[-1]):
+            self.upsampler = bicubic_matrix(scores.shape[-1], size, self.device)
+        response = upsample_bicubic(scores[:, 0], self.upsampler)  # F.interpolate's bicubic, as two products
         if self.window is None or self.window.shape[-1] != size:
             self.window = hann_window(size, normalised=True, device=self.device)
         # Best scale (penalising scale changes), then the peak of its window-blended map; all
