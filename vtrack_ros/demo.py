@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bag-topic", default="", help="the image topic of a bag (default: its only image topic)")
     parser.add_argument("--init", default=None, help="x,y,w,h on the first frame (default: the vtest.avi pedestrian, "
                         "or the first ground-truth box of a sequence folder)")
-    parser.add_argument("--tracker", default="auto", help="registry name; auto: nano when its models exist, else csrt")
+    parser.add_argument("--tracker", default="siamfc",
+                        help="registry name (default siamfc: ours, above CSRT on the dev set, weights in the package)")
     parser.add_argument("--rate", type=float, default=25.0, help="publishing rate in Hz (camera rate)")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: the whole video)")
     parser.add_argument("--lockstep", action="store_true", help="publish the next frame only after the tracker answered")
@@ -60,15 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def choose_tracker(name: str) -> str:
-    if name != "auto":
-        return name
-    from vtrack_core.trackers.opencv_baselines import default_nanotrack_dir
+    """The registry name, checked before any process starts (UnknownTrackerError lists the
+    known ones)."""
+    from vtrack_core import tracker_class
 
-    models = default_nanotrack_dir()
-    if (models / "nanotrack_backbone_sim.onnx").is_file() and (models / "nanotrack_head_sim.onnx").is_file():
-        return "nano"
-    print(f"vtrack-demo: NanoTrack models not found in {models}; using csrt", file=sys.stderr)
-    return "csrt"
+    tracker_class(name)
+    return name
 
 
 def default_init(video: str) -> str:
@@ -308,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = run(args)
-    except (RuntimeError, ValueError, FileNotFoundError) as exc:
-        print(f"vtrack-demo: {exc}", file=sys.stderr)
+    except (RuntimeError, ValueError, FileNotFoundError, KeyError) as exc:  # KeyError: unknown tracker
+        print(f"vtrack-demo: {str(exc).strip(chr(39))}", file=sys.stderr)
         return 1
     print(
         f"vtrack-demo: {summary['tracker']}: {summary['frames']} frames at {summary['rate_hz']:g} Hz, "
