@@ -8,6 +8,7 @@ list trackers.
     vtrack bag --sequence datasets/dev/Couple --out couple_bag --format rosbag2-mcap --compressed
     vtrack eval --trackers csrt kcf --dataset datasets/dev --max-frames 100 --out out/dev
     vtrack outofview --dataset datasets/dev --out out/dev-oov --seed 0
+    vtrack calibrate siamfc --data datasets/train out/train-oov
     vtrack train siamfc --data datasets/train --epochs 50 --out out/siamfc
     vtrack train fdn --data datasets/train --epochs 10 --lr 1e-2 1e-3 --out out/fdn
     vtrack train rar --data datasets/train --epochs 6 --samples-per-epoch 480 --out out/rar
@@ -36,13 +37,15 @@ class UsageError(Exception):
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    from .calibration import CalibrationError
     from .config import ConfigError
     from .eval.datasets import DatasetError
     from .registry import UnknownTrackerError
     from .tracker import InvalidInputError
     from .video import FrameSourceError
 
-    return (UsageError, ConfigError, DatasetError, UnknownTrackerError, InvalidInputError, FrameSourceError)
+    return (UsageError, ConfigError, DatasetError, UnknownTrackerError, InvalidInputError, FrameSourceError,
+            CalibrationError)
 
 
 # --- argument helpers ---------------------------------------------------------------------
@@ -110,10 +113,44 @@ def _positive(text: str) -> int:
 
 # --- commands -----------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from .registry import available_trackers
+    """Each tracker with its calibration: calibrated (file, method), not calibrated, or no score."""
+    from .calibration import describe
+    from .registry import available_trackers, tracker_class, tracker_config
 
-    for name in available_trackers():
-        print(name)
+    names = available_trackers()
+    width = max(len(n) for n in names)
+    for name in names:
+        try:
+            config = tracker_config(name)
+            status = describe(tracker_class(name).calibration_source(config), getattr(config, "calibration", ""))
+        except Exception as error:  # noqa: BLE001 - a tracker that cannot load must not hide the others
+            status = f"cannot load ({type(error).__name__}: {error})"
+        print(f"{name.ljust(width)}  {status}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit a tracker's score -> P(on target) map on training runs and write it beside its weights."""
+    from .eval.calibrate import CalibrateError, calibrate
+
+    overrides = _track_overrides(args.set)
+    _set_threads(args.threads)
+    command = " ".join(["vtrack calibrate", *sys.argv[2:]]) if sys.argv[1:2] == ["calibrate"] else None
+    try:
+        written = calibrate(args.tracker, args.data, args.method, args.out, args.max_frames, overrides,
+                            args.runs, command, progress=not args.no_progress)
+    except CalibrateError as error:
+        raise UsageError(str(error)) from None
+    fit = written["provenance"]["fit"]
+    cv = fit["cross_validated"][args.method]
+    show = (lambda v: "-" if v is None else f"{v:.3f}")
+    print(f"{args.tracker}: {args.method} on {fit['frames']} frames ({fit['on_target']} on target, "
+          f"{fit['absent_frames']} with the target absent) of {len(written['provenance']['data']['sequences'])} "
+          f"sequence(s)")
+    print(f"  fitting data: ECE {show(fit['ece_before'])} -> {show(fit['ece_after'])}, AUROC "
+          f"{show(fit['auroc_before'])} -> {show(fit['auroc_after'])}; sequence-held-out ({cv['folds']} folds): "
+          f"ECE {show(cv['ece'])}, AUROC {show(cv['auroc'])}")
+    print(f"wrote {written['path']}")
     return 0
 
 
@@ -397,7 +434,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("list", help="print the available trackers").set_defaults(func=cmd_list)
+    sub.add_parser("list", help="print the available trackers and whether each is calibrated").set_defaults(
+        func=cmd_list)
+
+    calib = sub.add_parser(
+        "calibrate", help="fit a tracker's score -> probability-on-target map on training sequences",
+        description="Run the tracker (raw score) over the sequences of --data, fit a monotone map from its score "
+                    "to the probability that its box is on the target (IoU >= 0.5), and write it with its "
+                    "provenance beside the tracker's weights (<weights stem>.calibration.json). Rerun whenever "
+                    "the weights change. Fit on training data only, never on the evaluation set.")
+    calib.add_argument("tracker", metavar="NAME", help="tracker name (see `vtrack list`)")
+    calib.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                       help="OTB- or GOT-10k-layout folder(s) of training sequences")
+    calib.add_argument("--out", help="the calibration file (default: beside the weights the tracker loads)")
+    calib.add_argument("--method", choices=["isotonic", "logistic"], default="isotonic",
+                       help="isotonic (pool-adjacent-violators, interpolated; default) or logistic (Platt)")
+    calib.add_argument("--max-frames", type=_positive, help="only the first N frames of each sequence")
+    calib.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="tracker config override")
+    calib.add_argument("--runs", metavar="DIR", help="keep the raw runs here and resume from them")
+    calib.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (default 1)")
+    calib.add_argument("--no-progress", action="store_true", help="no progress bar")
+    calib.set_defaults(func=cmd_calibrate)
 
     track = sub.add_parser("track", help="track one target through a video or a sequence folder")
     track.add_argument("--tracker", required=True, help="tracker name (see `vtrack list`)")

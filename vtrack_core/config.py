@@ -34,6 +34,16 @@ class TrackerConfig:
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
+    def is_default(self, name: str) -> bool:
+        """Whether field `name` is still its class default, i.e. nobody chose it: not given to
+        `with_overrides` (keyword, YAML, CLI, node parameter) and equal to the default. A
+        calibrated tracker replaces a default threshold only (Tracker.__init__)."""
+        if name in self.__dict__.get("_given", ()):
+            return False
+        default = next(f for f in dataclasses.fields(self) if f.name == name)
+        value = default.default_factory() if default.default_factory is not dataclasses.MISSING else default.default
+        return getattr(self, name) == value
+
     def with_overrides(self: C, overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> C:
         """A copy with some fields replaced, values converted to the fields' types."""
         merged = {**(overrides or {}), **kwargs}
@@ -45,7 +55,9 @@ class TrackerConfig:
                 f"{type(self).__name__} has no field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         converted = {name: _convert(name, value, hints[name]) for name, value in merged.items()}
-        return dataclasses.replace(self, **converted)
+        copy = dataclasses.replace(self, **converted)
+        copy.__dict__["_given"] = frozenset(self.__dict__.get("_given", ())) | frozenset(converted)
+        return copy
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

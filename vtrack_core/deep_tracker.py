@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .boxes import Box
+from .calibration import CalibrationSource
 from .config import TrackerConfig
 from .device import resolve_device
 from .ops.crops import image_to_tensor
@@ -29,6 +30,8 @@ class DeepTrackerConfig(TrackerConfig):
     weights: str = ""  # empty: the tracker's packaged weights (vtrack_core/weights/<name>.pt)
     half: bool = False  # fp16 on CUDA (trackers keep positions and their online learning in fp32)
     backbone: str = ""  # feature extractor (vtrack_core.backbones); each tracker sets its default
+    calibration: str = ""  # score -> probability map: empty: <weights stem>.calibration.json beside the
+    #                        weights if there is one (else the raw score) | none: the raw score | FILE
 
 
 class DeepTracker(Tracker):
@@ -59,6 +62,14 @@ class DeepTracker(Tracker):
         if not backbone or not cls.backbones or backbone == cls.backbones[0]:
             return PACKAGED_WEIGHTS / f"{cls.name}.pt"
         return PACKAGED_WEIGHTS / f"{cls.name}_{backbone}.pt"
+
+    @classmethod
+    def calibration_source(cls, config: TrackerConfig) -> CalibrationSource:
+        """<weights stem>.calibration.json beside the weights file the tracker loads, fitted
+        for that file's sha256 (`vtrack calibrate NAME` writes it)."""
+        weights = (Path(config.weights) if getattr(config, "weights", "")
+                   else cls.default_weights(getattr(config, "backbone", "")))
+        return CalibrationSource(weights.with_name(f"{weights.stem}.calibration.json"), {"weights": weights})
 
     def weights_path(self) -> Path:
         """The weights file this tracker loads; a clear error when it does not exist."""

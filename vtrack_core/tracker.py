@@ -1,8 +1,9 @@
 """The one interface every tracker implements, and the input checks they all share.
 
 Subclasses implement `_init` and `_update`; the public `init` / `update` validate input
-(so bad images and boxes fail the same, clear way for every tracker) and turn the raw
-confidence into a TrackState with the LOST rule below.
+(so bad images and boxes fail the same, clear way for every tracker), pass the raw score
+through the tracker's calibration when it has one (vtrack_core/calibration.py) and turn the
+reported confidence into a TrackState with the LOST rule below.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from .boxes import Box
+from .calibration import CALIBRATED_THRESHOLD, Calibration, CalibrationSource, load_for
 from .config import TrackerConfig
 
 
@@ -31,9 +33,10 @@ class TrackState(IntEnum):
 @dataclass(frozen=True)
 class TrackResult:
     box: Box
-    confidence: float  # 0..1
+    confidence: float  # 0..1: the calibrated probability on target where the tracker is calibrated
     state: TrackState
     seconds: float = 0.0  # wall time the tracker spent on this frame
+    raw_confidence: float | None = None  # the tracker's own score before calibration (None: not from update())
 
 
 class InvalidInputError(ValueError):
@@ -116,7 +119,13 @@ class Tracker(ABC):
     config_class: ClassVar[type[TrackerConfig]] = TrackerConfig
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
-        self.config = config if config is not None else self.config_class()
+        config = config if config is not None else self.config_class()
+        self.calibration: Calibration | None = load_for(
+            self.calibration_source(config), str(getattr(config, "calibration", "")), self.name)
+        if self.calibration is not None and config.is_default("confidence_threshold"):
+            # Calibrated scores are probabilities: one threshold serves every tracker.
+            config = config.with_overrides(confidence_threshold=CALIBRATED_THRESHOLD)
+        self.config = config
         self.lost_rule = LostRule(self.config.confidence_threshold, self.config.lost_after_frames)
         self.box: Box | None = None
         self.frame_index = 0
@@ -124,6 +133,12 @@ class Tracker(ABC):
     @property
     def initialized(self) -> bool:
         return self.box is not None
+
+    @classmethod
+    def calibration_source(cls, config: TrackerConfig) -> CalibrationSource | None:
+        """Where this tracker's calibration file is and which files its scores depend on;
+        None for a tracker without a score to calibrate (the default: OpenCV's 0/1 flags)."""
+        return None
 
     def init(self, image: np.ndarray, box: Box) -> None:
         image = check_image(image)
@@ -138,16 +153,18 @@ class Tracker(ABC):
             raise NotInitializedError(f"{self.name}: update() before init()")
         image = check_image(image)
         start = time.perf_counter()
-        box, confidence = self._update(image)
+        box, raw = self._update(image)
         seconds = time.perf_counter() - start
-        if not math.isfinite(confidence):
-            confidence = 0.0
-        confidence = float(min(max(confidence, 0.0), 1.0))
-        if not box.is_finite():
-            box, confidence = self.box, 0.0  # keep the last good box, say it is not trusted
+        if not (math.isfinite(raw) and box.is_finite()):  # no score, or no box: not trusted
+            raw, confidence = 0.0, 0.0
+            box = box if box.is_finite() else self.box  # keep the last good box
+        else:
+            raw = float(min(max(raw, 0.0), 1.0))
+            confidence = self.calibration(raw) if self.calibration is not None else raw
         self.box = box
         self.frame_index += 1
-        return TrackResult(box=box, confidence=confidence, state=self.lost_rule(confidence), seconds=seconds)
+        return TrackResult(box=box, confidence=confidence, state=self.lost_rule(confidence), seconds=seconds,
+                           raw_confidence=raw)
 
     @abstractmethod
     def _init(self, image: np.ndarray, box: Box) -> None:

@@ -7,7 +7,10 @@ MIL trackers, so the number is only as good as their own success flag):
   kcf   1.0 / 0.0 likewise (KCF fails when its peak response is below `detect_thresh`).
   mil   1.0 / 0.0 likewise (MIL practically never reports failure: treat as "no score").
   nano  TrackerNano.getTrackingScore(): the classification score of the chosen anchor,
-        a real 0..1 confidence.
+        a real 0..1 score, calibrated to a probability on target by the packaged
+        weights/nanotrack_v2.calibration.json (fitted for the ONNX models' sha256).
+The 0/1 flags of csrt, kcf and mil are not calibrated: a map of two points would only
+rename them (each flag's share on target), and the threshold 0.5 separates them already.
 On failure OpenCV returns no usable box, so the last good box is kept.
 """
 from __future__ import annotations
@@ -20,10 +23,13 @@ import cv2
 import numpy as np
 
 from ..boxes import Box
+from ..calibration import CalibrationSource
 from ..config import ConfigError, TrackerConfig
 from ..tracker import Tracker
 
 _REPO_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "weights" / "nanotrack_v2"
+# NanoTrack's models are not packaged; its calibration is, named by the models it was fitted for.
+NANO_CALIBRATION = Path(__file__).resolve().parents[1] / "weights" / "nanotrack_v2.calibration.json"
 
 
 def _quiet_opencv() -> None:
@@ -116,6 +122,8 @@ class NanoConfig(TrackerConfig):
     confidence_threshold: float = 0.5
     backbone: str = ""  # ONNX file; empty: $VTRACK_NANOTRACK_DIR/nanotrack_backbone_sim.onnx
     neckhead: str = ""  # ONNX file; empty: $VTRACK_NANOTRACK_DIR/nanotrack_head_sim.onnx
+    calibration: str = ""  # empty: the packaged nanotrack_v2.calibration.json (applied when the models' sha256
+    #                        match it) | none: the raw score | FILE
 
 
 class NanoTracker(_OpenCvTracker):
@@ -123,15 +131,25 @@ class NanoTracker(_OpenCvTracker):
     config_class = NanoConfig
 
     def __init__(self, config: NanoConfig | None = None) -> None:
-        super().__init__(config)
-        self.backbone_path = Path(self.config.backbone or default_nanotrack_dir() / "nanotrack_backbone_sim.onnx")
-        self.neckhead_path = Path(self.config.neckhead or default_nanotrack_dir() / "nanotrack_head_sim.onnx")
+        config = config if config is not None else NanoConfig()
+        self.backbone_path, self.neckhead_path = self.model_paths(config)
         for path in (self.backbone_path, self.neckhead_path):
             if not path.is_file():
                 raise ConfigError(
                     f"nano: model file {path} not found; set backbone/neckhead or VTRACK_NANOTRACK_DIR"
                 )
+        super().__init__(config)
         _quiet_opencv()
+
+    @staticmethod
+    def model_paths(config: NanoConfig) -> tuple[Path, Path]:
+        return (Path(config.backbone or default_nanotrack_dir() / "nanotrack_backbone_sim.onnx"),
+                Path(config.neckhead or default_nanotrack_dir() / "nanotrack_head_sim.onnx"))
+
+    @classmethod
+    def calibration_source(cls, config: TrackerConfig) -> CalibrationSource:
+        backbone, neckhead = cls.model_paths(config)  # type: ignore[arg-type]
+        return CalibrationSource(NANO_CALIBRATION, {"backbone": backbone, "neckhead": neckhead})
 
     def _create(self) -> cv2.Tracker:
         params = cv2.TrackerNano_Params()
