@@ -63,6 +63,9 @@ class NodeUnderTest:
     node_name: str = "tracker_node"
     image_topic: str = "/cam/image"
     expect_subscription: bool = True  # False: a managed node subscribes only once activated
+    # The node's behaviour is tested with CSRT (fast, deterministic on a loaded CPU); None
+    # starts the node with its own default tracker.
+    tracker: str | None = "csrt"
 
     def __post_init__(self) -> None:
         self.domain_id = fresh_domain_id()
@@ -70,7 +73,8 @@ class NodeUnderTest:
         self.log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [*tracker_node_command(), "--ros-args", "-r", f"image:={self.image_topic}",
-             "-p", "qos_reliability:=reliable", *self.node_args],
+             "-p", "qos_reliability:=reliable", *(["-p", f"tracker:={self.tracker}"] if self.tracker else []),
+             *self.node_args],
             env=env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.context = rclpy.Context()

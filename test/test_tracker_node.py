@@ -399,3 +399,29 @@ def test_services_answer_while_a_slow_frame_is_tracked(tmp_path, sequence):
         assert obj.tracker == "siamfc" and 0.0 <= obj.confidence <= 1.0
     finally:
         harness.close()
+
+
+def test_the_default_tracker_is_siamfc_and_follows_the_couple(couple_frames_for_default):
+    """Started without a `tracker` parameter the node tracks with ours (SiamFC on its
+    packaged weights, warmed up at start), and follows a real target."""
+    harness, images, gt = couple_frames_for_default
+    assert "warmed up 'siamfc'" in harness.log(), harness.log()
+    harness.publish(images[0], frame_stamp_ns(0))
+    response = harness.init(*gt[0], stamp=frame_stamp_ns(0), target_id="couple")
+    assert response.success and "with siamfc" in response.message, response.message
+    ious = []
+    for index in range(1, 25):
+        output = harness.publish(images[index], frame_stamp_ns(index))
+        assert output is not None, harness.log()
+        (obj,) = output.objects
+        assert obj.tracker == "siamfc"
+        ious.append(Box(obj.x, obj.y, obj.width, obj.height).iou(Box.from_xywh(gt[index])))
+    assert np.mean(ious) > 0.5, ious
+
+
+@pytest.fixture
+def couple_frames_for_default(tmp_path, sequence):
+    harness = NodeUnderTest(tmp_path / "tracker_node.log", tracker=None)
+    images = [sequence.image(i) for i in range(25)]
+    yield harness, images, sequence.ground_truth
+    harness.close()

@@ -67,7 +67,7 @@ from vtrack_ros.srv import InitTarget, StopTarget
 
 # Parameters: name -> (default, description). Defaults mirror config/tracker.yaml.
 PARAMETERS: dict[str, tuple[Any, str]] = {
-    "tracker": ("csrt", "tracker for new targets (registry name); changeable at run time"),
+    "tracker": ("siamfc", "tracker for new targets (registry name); changeable at run time"),
     "device": ("auto", "auto | cpu | cuda | cuda:N for deep trackers; applies to targets started after a change"),
     "half": (False, "fp16 inference on CUDA for deep trackers that support it"),
     "weights": ("", "weights file for deep trackers; empty: the tracker's packaged default"),
