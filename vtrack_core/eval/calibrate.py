@@ -129,6 +129,21 @@ def run_raw(name: str, sequences: Seq[Sequence], overrides: Mapping[str, Any], r
     return results
 
 
+def _load(data: Seq[str | Path], max_frames: int | None) -> list[Sequence]:
+    """The sequences of every folder; with several folders each name gets its folder's name
+    (a dataset and its out-of-view variant share sequence names)."""
+    sequences = []
+    for folder in data:
+        for sequence in load_dataset(folder):
+            if len(data) > 1:
+                sequence = Sequence(f"{Path(folder).name}/{sequence.name}", sequence.frames, sequence.ground_truth,
+                                    sequence.root)
+            sequences.append(sequence.head(max_frames))
+    if len({s.name for s in sequences}) != len(sequences):
+        raise CalibrateError("two --data folders share a name and sequence names; give folders of distinct names")
+    return sequences
+
+
 def calibrate(name: str, data: Seq[str | Path], method: str = "isotonic", out: str | Path | None = None,
               max_frames: int | None = None, overrides: Mapping[str, Any] | None = None,
               runs_dir: str | Path | None = None, command: str | None = None,
@@ -146,9 +161,7 @@ def calibrate(name: str, data: Seq[str | Path], method: str = "isotonic", out: s
     missing = [f"{role} {path}" for role, path in source.files.items() if not Path(path).is_file()]
     if missing:
         raise CalibrateError(f"{name}: no {', '.join(missing)} to fit a calibration for")
-    sequences = [s.head(max_frames) for d in data for s in load_dataset(d)]
-    if len({s.name for s in sequences}) != len(sequences):
-        raise CalibrateError("two sequences share a name across --data folders; give folders of distinct names")
+    sequences = _load(data, max_frames)
     results = run_raw(name, sequences, overrides, Path(runs_dir) if runs_dir else None, progress)
     frames = collect_frames(results, sequences)
     if len(frames.scores) == 0 or frames.on_target.all() or not frames.on_target.any():
