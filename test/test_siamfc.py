@@ -52,6 +52,10 @@ def test_grouped_correlation_equals_one_by_one():
     for i in range(4):
         assert torch.allclose(batched[i], F.conv2d(searches[i : i + 1], exemplars[i : i + 1])[0], atol=1e-4)
     assert cross_correlate(exemplars[:1], searches).shape == (4, 1, 17, 17)
+    # One exemplar over the scales (tracking): the depthwise form is the same correlation.
+    for count in (1, 3):
+        one = cross_correlate(exemplars[:1], searches[:count])
+        torch.testing.assert_close(one, F.conv2d(searches[:count], exemplars[:1]), atol=1e-4, rtol=1e-5)
 
 
 def test_loads_siamfc_pytorch_layout(tmp_path):

@@ -35,6 +35,12 @@ def cross_correlate(exemplar: torch.Tensor, search: torch.Tensor) -> torch.Tenso
     exemplar broadcast over all search maps, e.g. the scales of one frame), as one grouped
     convolution (eq. 2)."""
     batch, channels, height, width = search.shape
+    if exemplar.shape[0] == 1 and search.device.type == "cpu":
+        # One exemplar (tracking): a depthwise correlation summed over the channels is the same
+        # sum in another order, and oneDNN runs it 4x faster than a convolution with one
+        # output map and an 8x8x256 kernel.
+        depthwise = F.conv2d(search, exemplar.reshape(channels, 1, *exemplar.shape[-2:]), groups=channels)
+        return depthwise.sum(dim=1, keepdim=True)
     if exemplar.shape[0] == 1 and batch > 1:
         return F.conv2d(search, exemplar)
     if exemplar.shape[0] != batch:
@@ -105,6 +111,7 @@ class SiamFCNet(nn.Module):
         self.head = SiamFCHead(out_scale)
         self.total_stride = self.backbone.total_stride
         self.backbone_name = backbone
+        self._grids: dict[tuple, torch.Tensor] = {}  # scaled_search's sampling grids
 
     def embed(self, images: torch.Tensor, exemplar: bool | None = None) -> torch.Tensor:
         """B x 3 x H x W BGR 0..255 -> B x C x h x w embeddings; `exemplar` True / False
@@ -126,13 +133,17 @@ class SiamFCNet(nn.Module):
         trunk pass for the whole scale search (`scale_mode=features`)."""
         if self.crops is None:
             raise ValueError("siamfc: scale_mode=features needs a pretrained trunk (AlexNet has no search crop)")
-        geometry = self.backbone.trunk.geometry(self.backbone.tap, instance_size)
-        cells = torch.arange(self.crops[1].start, self.crops[1].stop, device=features.device, dtype=torch.float32)
-        from_centre = geometry.offset + geometry.stride * cells - instance_size / 2  # a_j, input px
-        positions = (from_centre[None] * factors.float()[:, None] + instance_size / 2 - geometry.offset) / geometry.stride
         size = features.shape[-1]
-        normalised = 2.0 * positions / (size - 1) - 1.0  # S x n, align_corners=True coordinates
-        grid = torch.stack(torch.broadcast_tensors(normalised[:, None, :], normalised[:, :, None]), dim=-1)
+        key = (instance_size, size, tuple(factors.tolist()), features.device)
+        grid = self._grids.get(key)
+        if grid is None:  # the same every frame: built once
+            geometry = self.backbone.trunk.geometry(self.backbone.tap, instance_size)
+            cells = torch.arange(self.crops[1].start, self.crops[1].stop, device=features.device, dtype=torch.float32)
+            from_centre = geometry.offset + geometry.stride * cells - instance_size / 2  # a_j, input px
+            positions = (from_centre[None] * factors.float()[:, None] + instance_size / 2 - geometry.offset) / geometry.stride
+            normalised = 2.0 * positions / (size - 1) - 1.0  # S x n, align_corners=True coordinates
+            grid = torch.stack(torch.broadcast_tensors(normalised[:, None, :], normalised[:, :, None]), dim=-1)
+            self._grids[key] = grid
         source = features.float().expand(len(factors), -1, -1, -1)
         return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True).to(features.dtype)
 
