@@ -184,16 +184,28 @@ def test_config_refuses_no_network():
 
 @pytest.mark.slow
 def test_fcnt_follows_david_start(dev_dataset_dir):
-    """First 40 frames of David with the default FDN backbone: the face is followed and
-    the box keeps the target's scale (the edge-offset rule)."""
+    """First 40 frames of David on the VGG-M backbone (our FDN conv layers): the face is
+    followed and the box keeps the target's scale (the edge-offset rule)."""
     sequence = load_dataset(dev_dataset_dir, ["David"])[0].head(40)
-    tracker = create_tracker("fcnt", device="cpu")
+    tracker = create_tracker("fcnt", device="cpu", backbone="vggm")
     result = run_sequence(tracker, sequence, label="fcnt")
     assert score(result.boxes, sequence.ground_truth).auc > 0.5
     areas = result.boxes[:, 2] * result.boxes[:, 3]
     assert areas.max() < 2.0 * areas[0] and areas.min() > 0.5 * areas[0]
     tracker.init(sequence.image(0), Box.from_xywh(sequence.ground_truth[0]))
     assert len(tracker.keep_high) == 384 and len(tracker.keep_mid) == 256  # K = 384, conv2 has 256
+
+
+@pytest.mark.slow
+def test_default_fcnt_is_the_papers_vgg16_and_follows_david(dev_dataset_dir):
+    """The default runs on VGG-16's conv4-3 / conv5-3 (512 maps each, K = 384 selected at
+    both levels) and follows the face over David's first 20 frames."""
+    sequence = load_dataset(dev_dataset_dir, ["David"])[0].head(20)
+    tracker = create_tracker("fcnt", device="cpu")
+    assert tracker.config.backbone == "vgg16" and tracker.taps == ("conv4", "conv5")
+    result = run_sequence(tracker, sequence, label="fcnt")
+    assert score(result.boxes, sequence.ground_truth).auc > 0.5
+    assert len(tracker.keep_high) == 384 and len(tracker.keep_mid) == 384
 
 
 def test_roi_follows_the_target_size(dev_dataset_dir):

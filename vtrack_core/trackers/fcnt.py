@@ -5,9 +5,9 @@ network (SNet, mid level) that regress a foreground heat map (sec. 4.2), a distr
 that decides which heat map locates the target, and SNet-only online updates (sec. 4.3).
 
 Backbone: any two taps of a `vtrack_core.backbones` network (`TWO_LEVELS`); the default is
-VGG-M conv2 / conv3 with the conv layers of our FDN weights (`backbone=vgg16` runs the
-paper's conv4-3 / conv5-3, from the installed HED weights or `backbone_weights=FILE`, a
-torchvision state dict). The high-level map is resampled at the input positions of the
+the paper's VGG-16 conv4-3 / conv5-3, from the installed HED weights or
+`backbone_weights=FILE` (a torchvision state dict); `efficientnet_lite0` (stride 8 / 16) and
+VGG-M conv2 / conv3 with the conv layers of our FDN weights (`vggm`) are config values. The high-level map is resampled at the input positions of the
 mid-level cells (`resample_to_grid`), so both heat maps live on one grid.
 
 Our reading of points the paper leaves open, each a config value (why each default, and
@@ -257,7 +257,8 @@ def heatmap_error(net: HeatmapNet, features: torch.Tensor, target: torch.Tensor,
 
 @dataclass
 class FCNTConfig(DeepTrackerConfig):
-    backbone: str = "vggm"  # a TWO_LEVELS backbone: vggm (our FDN conv layers), vgg16 (the paper's), ...
+    backbone: str = "vgg16"  # a TWO_LEVELS backbone: vgg16 (the paper's; the better on dev), efficientnet_lite0,
+    #                          vggm (our FDN conv layers): docs/trackers/fcnt.md
     backbone_weights: str = ""  # empty: vggm -> vtrack_core/weights/fdn.pt, others -> their installed weights
     # `weights` (the node's parameter) is an alias of backbone_weights: FCNT trains nothing offline
     roi_size: int = 386  # input ROI, pixels (sec. 5)
