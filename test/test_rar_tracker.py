@@ -97,3 +97,15 @@ def test_confidence_falls_when_the_target_is_gone(crossing):
     assert all(r.state == TrackState.TRACKING for r in on_target)
     assert all(r.confidence < threshold for r in hidden[2:])
     assert hidden[-1].state == TrackState.LOST
+
+
+@pytest.mark.slow
+def test_packaged_mobilenet_weights_track_crossing(crossing):
+    """`backbone: mobilenet_v2` finds its packaged weights (rar_mobilenet_v2.pt: the ImageNet
+    trunk from stage3 on, attention, refinement, trained end to end here) and follows the
+    pedestrian of Crossing over its first 40 frames."""
+    tracker = create_tracker("rar", device="cpu", backbone="mobilenet_v2")
+    assert tracker.weights_path().name == "rar_mobilenet_v2.pt"
+    head = crossing.head(40)
+    result = run_sequence(tracker, head, label="rar")
+    assert score(result.boxes, head.ground_truth).auc > 0.5
