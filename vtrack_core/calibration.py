@@ -19,7 +19,6 @@ a tracker whose files do not match is not calibrated with it (warned once, raw s
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from .provenance import sha256
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +214,7 @@ def sha256_of(path: str | Path) -> str:
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = sha256(path)
     return _HASHES[key]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from typing import Any, Mapping, Sequence as Seq
 import numpy as np
 
 from .. import calibration as cal
+from ..provenance import git_commit
 from ..registry import tracker_class, tracker_config
 from .calibration import auroc, calibration_frames, expected_calibration_error
 from .datasets import Sequence, load_dataset
@@ -92,17 +92,6 @@ def cross_validated(frames: FitFrames, method: str, folds: int = CV_FOLDS) -> di
         calibrated[held] = score_map(frames.scores[held])
     done = np.isfinite(calibrated)
     return {"folds": folds, "frames": int(done.sum()), **_figures(calibrated[done], frames.on_target[done])}
-
-
-def _git(where: Path) -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-        return {"commit": commit, "dirty": bool(status.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def run_raw(name: str, sequences: Seq[Sequence], overrides: Mapping[str, Any], runs_dir: Path | None,
@@ -206,7 +195,7 @@ def calibrate(name: str, data: Seq[str | Path], method: str = "isotonic", out: s
         "data": {"folders": [str(d) for d in data], "max_frames": max_frames, "sequences": per_sequence},
         "fit": fit_figures,
         "command": command or " ".join(shlex.quote(a) for a in ["vtrack", *sys.argv[1:]]),
-        "code": _git(repo),
+        "code": git_commit(repo),
         "date": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         "weights_sha256": {role: cal.sha256_of(path) for role, path in source.files.items()},
     }

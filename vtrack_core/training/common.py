@@ -3,11 +3,9 @@ tracker on held-back sequences, the export of the weights file the tracker loads
 provenance file that says where a set of weights came from."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -16,30 +14,11 @@ import numpy as np
 import torch
 
 from ..eval.datasets import Sequence
+from ..provenance import git_commit, sha256  # noqa: F401  (re-exported: the trainers use them)
 from .loop import TrainingResult
 
+
 PROVENANCE = "provenance.json"
-
-
-def git_commit(path: str | Path | None = None) -> dict[str, Any]:
-    """{'commit': sha or None, 'dirty': bool or None} of the repository holding `path`."""
-    where = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-        return {"commit": commit, "dirty": bool(status.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def now() -> str:
