@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,28 @@ def train_dataset_dir() -> Path:
 @pytest.fixture(scope="session")
 def nanotrack_dir() -> Path:
     return _need(SHARED / "weights" / "nanotrack_v2")
+
+
+@pytest.fixture
+def spawn():
+    """Start processes (in a ROS domain) that are always stopped (SIGINT, then SIGKILL) when
+    the test ends."""
+    started: list[subprocess.Popen] = []
+
+    def start(args: list[str], domain: int) -> subprocess.Popen:
+        env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -277,44 +276,11 @@ def _ros():
 @pytest.fixture
 def ros():
     """(domain id, node, executor) in a fresh ROS domain."""
-    rclpy = _ros()
-    from rclpy.executors import SingleThreadedExecutor
+    _ros()
+    from ros_helpers import private_ros_node
 
-    from ros_helpers import fresh_domain_id
-
-    domain = fresh_domain_id()
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
-    node = rclpy.create_node("bag_test", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield domain, node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-
-
-@pytest.fixture
-def spawn():
-    started: list[subprocess.Popen] = []
-
-    def start(args: list[str], domain: int) -> subprocess.Popen:
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    with private_ros_node("bag_test") as handles:
+        yield handles
 
 
 def publisher() -> list[str]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,11 +16,10 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed: run tools/setup.sh")
 cv2 = pytest.importorskip("cv2")
 
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from ros_helpers import fresh_domain_id  # noqa: E402
+from ros_helpers import private_ros_node  # noqa: E402
 from vtrack_ros import init_client, video_publisher  # noqa: E402
 from vtrack_ros.msg import TrackedObjectArray  # noqa: E402
 from vtrack_ros.srv import InitTarget, StopTarget  # noqa: E402
@@ -50,40 +47,8 @@ def couple(dev_dataset_dir: Path) -> Path:
 @pytest.fixture
 def ros(request):
     """(domain id, node, executor) in a fresh domain; subprocesses started via `spawn` die after."""
-    domain = fresh_domain_id()
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
-    node = rclpy.create_node("video_publisher_test", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield domain, node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-
-
-@pytest.fixture
-def spawn():
-    """Start processes that are always stopped (SIGINT, then SIGKILL) when the test ends."""
-    started: list[subprocess.Popen] = []
-
-    def start(args: list[str], domain: int) -> subprocess.Popen:
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    with private_ros_node("video_publisher_test") as handles:
+        yield handles
 
 
 def spin_until(executor, predicate, timeout: float, step=None) -> bool:
