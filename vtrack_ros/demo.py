@@ -307,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args)
     except (RuntimeError, ValueError, FileNotFoundError, KeyError) as exc:  # KeyError: unknown tracker
-        print(f"vtrack-demo: {str(exc).strip(chr(39))}", file=sys.stderr)
+        # str() of a KeyError quotes its message; its argument is the message itself.
+        print(f"vtrack-demo: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 1
     print(
         f"vtrack-demo: {summary['tracker']}: {summary['frames']} frames at {summary['rate_hz']:g} Hz, "
