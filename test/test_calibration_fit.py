@@ -209,9 +209,9 @@ def test_a_calibration_for_other_weights_is_not_applied(tmp_path: Path, dev_data
 
 
 def test_threshold_default_becomes_05_only_where_calibrated(tmp_path: Path) -> None:
-    """RAR's raw default is 0.2; with a calibration (here a test one fitted for rar.pt) its
-    default is the calibrated 0.5, and a threshold someone chose stays."""
-    rar_weights = WEIGHTS / "rar.pt"
+    """RAR's raw default is 0.2; with a calibration (here a test one fitted for its default
+    weights) its default is the calibrated 0.5, and a threshold someone chose stays."""
+    rar_weights = WEIGHTS / "rar_mobilenet_v2.pt"
     path = cal.write_calibration(tmp_path / "rar.calibration.json", cal.ScoreMap("logistic", a=1.0, b=0.0),
                                  {"weights": rar_weights}, {"tracker": "rar"})
     assert create_tracker("rar", device="cpu").config.confidence_threshold == 0.2  # no packaged file

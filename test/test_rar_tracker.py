@@ -100,12 +100,13 @@ def test_confidence_falls_when_the_target_is_gone(crossing):
 
 
 @pytest.mark.slow
-def test_packaged_mobilenet_weights_track_crossing(crossing):
-    """`backbone: mobilenet_v2` finds its packaged weights (rar_mobilenet_v2.pt: the ImageNet
-    trunk from stage3 on, attention, refinement, trained end to end here) and follows the
-    pedestrian of Crossing over its first 40 frames."""
-    tracker = create_tracker("rar", device="cpu", backbone="mobilenet_v2")
-    assert tracker.weights_path().name == "rar_mobilenet_v2.pt"
+def test_the_default_is_the_imagenet_trunk_and_the_light_weights_still_track(crossing):
+    """The default backbone is MobileNetV2 (rar_mobilenet_v2.pt: the ImageNet trunk from stage3
+    on, attention, refinement, trained end to end here); `backbone: light` still finds its
+    from-scratch weights (rar.pt) and follows the pedestrian of Crossing over 40 frames."""
+    assert create_tracker("rar", device="cpu").weights_path().name == "rar_mobilenet_v2.pt"
+    tracker = create_tracker("rar", device="cpu", backbone="light")
+    assert tracker.weights_path().name == "rar.pt"
     head = crossing.head(40)
     result = run_sequence(tracker, head, label="rar")
     assert score(result.boxes, head.ground_truth).auc > 0.5

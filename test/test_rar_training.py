@@ -89,7 +89,7 @@ def test_cli_train_rar_resumes_and_writes_loadable_weights(train_dataset_dir, tm
     out = tmp_path / "rar"
     options = ["--data", str(train_dataset_dir), "--out", str(out), "--train-sequences", *SEQUENCES,
                "--val-sequences", "uav_wakeboard7", "--max-val-frames", "4", "--samples-per-epoch", "2",
-               "--batch-size", "2", "--threads", "2", "--no-progress"]
+               "--batch-size", "2", "--threads", "2", "--no-progress", "--backbone", "light"]
     provenance = train_resume_and_refuse("rar", out, options, iterations=1, resume_options=["--clip-frames", "3"])
     assert [d["name"] for d in provenance["train_sequences"]] == SEQUENCES
     assert provenance["val_sequences"] == ["uav_wakeboard7"] and provenance["backbone"] == "light"
@@ -97,7 +97,7 @@ def test_cli_train_rar_resumes_and_writes_loadable_weights(train_dataset_dir, tm
     assert provenance["data"]["search_frames"] == 3
     # The exported weights drive the real tracker.
     sequence = load_dataset(dev_dataset_dir, ["Crossing"])[0]
-    tracker = RARTracker(RARConfig(weights=str(out / "rar.pt"), device="cpu"))
+    tracker = RARTracker(RARConfig(backbone="light", weights=str(out / "rar.pt"), device="cpu"))
     tracker.init(sequence.image(0), Box.from_xywh(sequence.ground_truth[0]))
     result = tracker.update(sequence.image(1))
     assert result.box.is_finite() and 0.0 <= result.confidence <= 1.0

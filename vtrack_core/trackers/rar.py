@@ -9,10 +9,11 @@ registry (`vtrack_core/backbones/resnet.py`, `ResNetOS8`, which says how Table 1
 met and why a torchvision `resnet50` state dict loads unchanged; the deformable convolution
 is `vtrack_core/backbones/deform_conv.py`).
 
-`backbone="light"` is the same design (bottleneck blocks, output stride 8, deformable conv4_1,
-three taps, attention, refinement, CACF) at a quarter of the width and 1-2 blocks per stage:
-the variant we can train on our data on a CPU and run at camera rate there. It is the
-default because it is the one with trained weights: no ImageNet ResNet-50 can be had here.
+No ImageNet ResNet-50 can be had here, so the default backbone is MobileNetV2's ImageNet
+trunk dilated to output stride 8 (`backbone="mobilenet_v2"`: taps stage3 / stage5 / stage7,
+the deformable layer in stage4, stem to stage2 frozen as the paper freezes conv1 / conv2_x),
+trained end to end here. `backbone="light"` is the paper's design (bottleneck blocks, output
+stride 8, deformable conv4_1, three taps) at a quarter of the width, trained from scratch.
 
 Hierarchical attention, per level (sec. 3.2): a convolutional LSTM (eq. 1; input weights
 1x1, recurrent weights 3x3) carries the target's appearance from frame to frame; its hidden
@@ -214,7 +215,7 @@ class Switches:
 class RARNet(nn.Module):
     """Backbone -> per-level attention -> refinement: the features the correlation layer reads."""
 
-    def __init__(self, backbone: str = "light", feature_channels: int = 64, lstm_hidden: int = 32,
+    def __init__(self, backbone: str = "mobilenet_v2", feature_channels: int = 64, lstm_hidden: int = 32,
                  trunk_weights: str | None = "random") -> None:
         """`trunk_weights` of a pretrained trunk: None for its installed ImageNet weights."""
         super().__init__()
@@ -382,7 +383,7 @@ def load_rar_weights(net: RARNet, path: str | Path) -> None:
 # --- tracker (sec. 3.3-3.4) ------------------------------------------------------------------------
 @dataclass
 class RARConfig(DeepTrackerConfig):
-    backbone: str = "light"  # light (resnet_light) | resnet50 (needs weights) | mobilenet_v2 | efficientnet_lite0 (ImageNet trunks)
+    backbone: str = "mobilenet_v2"  # mobilenet_v2 | efficientnet_lite0 (ImageNet trunks) | light (resnet_light) | resnet50 (needs weights)
     feature_channels: int = 64  # refinement output
     lstm_hidden: int = 32
     input_size: int = 225  # patches resized to 225 x 225 (sec. 3.4)

@@ -236,7 +236,7 @@ class RARTrainer(PretrainedTrunk, Trainer):
     samples_per_epoch: int = 4000
     batch_size: int = 8
     lr: tuple[float, float] | None = None  # None: LR_IMAGENET with backbone_weights, else LR_FROM_SCRATCH
-    backbone: str = "light"
+    backbone: str = "mobilenet_v2"  # the tracker's default trunk
     backbone_weights: str | Path | None = None
     feature_channels: int = 64
     lstm_hidden: int = 32
