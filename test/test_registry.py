@@ -60,6 +60,18 @@ def test_lost_rule():
     ]
 
 
+def test_a_lost_target_needs_consecutive_frames_above_the_threshold_to_recover():
+    rule = LostRule(threshold=0.5, lost_after_frames=2, recover_after_frames=3)
+    L, T, U = TrackState.LOST, TrackState.TRACKING, TrackState.UNCERTAIN
+    # lost; a stray match (0.9) then a miss: still LOST; three matches in a row: TRACKING
+    states = [rule(c) for c in (0.1, 0.1, 0.9, 0.2, 0.9, 0.9, 0.9, 0.9, 0.3)]
+    assert states == [U, L, L, L, L, L, T, T, U]
+    assert rule.lost is False and rule.lost_frames == 0
+    rule.reset()
+    assert [rule(c) for c in (0.1, 0.1)] == [U, L] and rule.lost and rule.lost_frames == 1
+    assert tracker_config("csrt").recover_after_frames == 3
+
+
 @pytest.fixture
 def image():
     rng = np.random.default_rng(0)

@@ -29,6 +29,7 @@ class TrackerConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (deep trackers; OpenCV ones run on the CPU)
     confidence_threshold: float = 0.5  # below it a frame counts as UNCERTAIN
     lost_after_frames: int = 5  # consecutive frames below the threshold before LOST
+    recover_after_frames: int = 3  # consecutive frames at or above it before a LOST target is TRACKING again
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -94,22 +94,44 @@ def check_init_box(box: Box, image_shape: tuple[int, ...], min_side: float = MIN
 
 class LostRule:
     """TRACKING while confidence >= threshold; UNCERTAIN below it; LOST after
-    `lost_after_frames` consecutive frames below it. Recovers as soon as confidence does."""
+    `lost_after_frames` consecutive frames below it. A LOST target is TRACKING again only
+    after `recover_after_frames` consecutive frames at or above the threshold (one stray
+    match on the background while searching must not claim it back); until then it stays LOST.
+    An UNCERTAIN one recovers as soon as its confidence does."""
 
-    def __init__(self, threshold: float, lost_after_frames: int) -> None:
+    def __init__(self, threshold: float, lost_after_frames: int, recover_after_frames: int = 1) -> None:
         self.threshold = float(threshold)
         self.lost_after_frames = max(1, int(lost_after_frames))
+        self.recover_after_frames = max(1, int(recover_after_frames))
         self.frames_below = 0
+        self.frames_above = 0  # while LOST: consecutive frames at or above the threshold
+        self.lost = False
+        self.lost_frames = 0  # consecutive results reported LOST so far
 
     def reset(self) -> None:
-        self.frames_below = 0
+        self.frames_below = self.frames_above = self.lost_frames = 0
+        self.lost = False
 
     def __call__(self, confidence: float) -> TrackState:
+        state = self._next(confidence)
+        self.lost_frames = self.lost_frames + 1 if state == TrackState.LOST else 0
+        return state
+
+    def _next(self, confidence: float) -> TrackState:
         if confidence >= self.threshold:
             self.frames_below = 0
+            if self.lost:
+                self.frames_above += 1
+                if self.frames_above < self.recover_after_frames:
+                    return TrackState.LOST
+                self.lost = False
+            self.frames_above = 0
             return TrackState.TRACKING
+        self.frames_above = 0
         self.frames_below += 1
-        return TrackState.LOST if self.frames_below >= self.lost_after_frames else TrackState.UNCERTAIN
+        if self.frames_below >= self.lost_after_frames:
+            self.lost = True
+        return TrackState.LOST if self.lost else TrackState.UNCERTAIN
 
 
 class Tracker(ABC):
@@ -126,13 +148,25 @@ class Tracker(ABC):
             # Calibrated scores are probabilities: one threshold serves every tracker.
             config = config.with_overrides(confidence_threshold=CALIBRATED_THRESHOLD)
         self.config = config
-        self.lost_rule = LostRule(self.config.confidence_threshold, self.config.lost_after_frames)
+        self.lost_rule = LostRule(self.config.confidence_threshold, self.config.lost_after_frames,
+                                  self.config.recover_after_frames)
         self.box: Box | None = None
         self.frame_index = 0
 
     @property
     def initialized(self) -> bool:
         return self.box is not None
+
+    @property
+    def lost(self) -> bool:
+        """Whether the last result was LOST: a tracker then searches wider (where it can) and
+        learns nothing from the frame, whose target may be absent."""
+        return self.lost_rule.lost
+
+    def calibrated(self, raw: float) -> float:
+        """The confidence `update()` will report for a raw score (the state rule's scale)."""
+        raw = float(min(max(raw, 0.0), 1.0))
+        return self.calibration(raw) if self.calibration is not None else raw
 
     @classmethod
     def calibration_source(cls, config: TrackerConfig) -> CalibrationSource | None:
@@ -160,7 +194,7 @@ class Tracker(ABC):
             box = box if box.is_finite() else self.box  # keep the last good box
         else:
             raw = float(min(max(raw, 0.0), 1.0))
-            confidence = self.calibration(raw) if self.calibration is not None else raw
+            confidence = self.calibrated(raw)
         self.box = box
         self.frame_index += 1
         return TrackResult(box=box, confidence=confidence, state=self.lost_rule(confidence), seconds=seconds,

@@ -76,6 +76,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "qos_reliability": ("best_effort", "best_effort (sensor-data QoS) or reliable"),
     "confidence_threshold": (-1.0, "below it a frame is UNCERTAIN; negative: each tracker's own default"),
     "lost_after_frames": (5, "consecutive frames below the threshold before a target is LOST"),
+    "recover_after_frames": (3, "consecutive frames at or above the threshold before a LOST target is TRACKING again"),
     "max_targets": (8, "targets tracked at once; more init requests are refused"),
     "frame_buffer_size": (30, "recent frames kept so init_target can start on an older stamp"),
     "publish_debug_image": (False, "publish ~/debug_image with the boxes drawn"),
@@ -107,7 +108,7 @@ QOS_VALUES = {
 IMAGE_QUEUE_DEPTH = 5  # see image_qos()
 RESULTS_QUEUE_DEPTH = 10
 # Tracker settings passed as overrides when the tracker's config has such a field.
-TRACKER_OVERRIDES = ("device", "half", "weights", "confidence_threshold", "lost_after_frames")
+TRACKER_OVERRIDES = ("device", "half", "weights", "confidence_threshold", "lost_after_frames", "recover_after_frames")
 STAMP_SOURCES = ("header", "receive", "auto")
 DAMAGED_IMAGE_POLICIES = ("skip", "track")
 FPS_WINDOW = 2.0  # seconds: fps in /diagnostics is the frames of the last FPS_WINDOW s
@@ -550,7 +551,7 @@ class TrackerNode(LifecycleNodeMixin, Node):
             raise ValueError(f"image_transport must be raw or compressed, got {values['image_transport']!r}")
         if values.get("qos_reliability", "best_effort") not in ("best_effort", "reliable"):
             raise ValueError(f"qos_reliability must be best_effort or reliable, got {values['qos_reliability']!r}")
-        for positive in ("max_targets", "frame_buffer_size", "lost_after_frames", "max_image_pixels",
+        for positive in ("max_targets", "frame_buffer_size", "lost_after_frames", "recover_after_frames", "max_image_pixels",
                          "frame_buffer_bytes"):
             if positive in values and int(values[positive]) < 1:
                 raise ValueError(f"{positive} must be at least 1, got {values[positive]}")

@@ -12,7 +12,10 @@ it is judged on:
   off-target one (ties count half), i.e. how well confidence ranks good frames above bad
   ones whatever its scale;
 * on frames whose ground truth is NaN (target absent), the share reported LOST or
-  UNCERTAIN (and LOST alone), beside the share of target-present frames reported LOST.
+  UNCERTAIN (and LOST alone), beside the share of target-present frames reported LOST;
+* re-acquisition: of the target's returns (a present frame after absent ones), the share
+  where within REACQUIRE_FRAMES frames (the return's frame included, until the target is
+  absent again) the tracker reports TRACKING with its box on target.
 
 Frames judged: after the init frame only (the init frame's confidence 1 and INITIALIZING
 are given, not measured). Present frames are those with a usable ground-truth box (as the
@@ -37,6 +40,7 @@ ON_TARGET_IOU = 0.5
 RELIABILITY_BINS = 10
 NO_STATE = -1  # as in the runner: no TrackState for that frame
 FLAGGED_STATES = (int(TrackState.LOST), int(TrackState.UNCERTAIN))
+REACQUIRE_FRAMES = 30  # a return counts as re-acquired when tracked on target within this many frames (1 s at 30 Hz)
 
 
 # --- the measures, on plain arrays ------------------------------------------------------
@@ -137,6 +141,8 @@ class CalibrationFrames:
     absent_confidence: np.ndarray  # confidence on absent frames with one
     states_saved: bool = True  # False for results saved before states were
     missing_states: tuple[str, ...] = field(default=())  # sequences without a state file
+    returns: int = 0  # the target's returns after an absence (after init)
+    reacquired: int = 0  # of them, tracked on target (TRACKING, IoU >= 0.5) within REACQUIRE_FRAMES
 
     @staticmethod
     def pool(parts: Iterable[tuple[str, "CalibrationFrames"]]) -> "CalibrationFrames":
@@ -159,6 +165,8 @@ class CalibrationFrames:
             absent_confidence=cat("absent_confidence", np.float64),
             states_saved=all(f.states_saved for f in frames),
             missing_states=tuple(missing),
+            returns=sum(f.returns for f in frames),
+            reacquired=sum(f.reacquired for f in frames),
         )
 
 
@@ -187,6 +195,7 @@ def calibration_frames(
         overlap = iou(boxes[rated], gt[rated])
     on_target = np.nan_to_num(overlap, nan=-1.0) >= ON_TARGET_IOU
     absent_conf = confidences[absent]
+    returns, reacquired = reacquisitions(boxes, states, gt, present, absent)
     return CalibrationFrames(
         confidence=np.clip(confidences[rated], 0.0, 1.0),
         on_target=on_target,
@@ -194,7 +203,28 @@ def calibration_frames(
         absent_states=states[absent] if states_saved else np.full(int(absent.sum()), NO_STATE),
         absent_confidence=absent_conf[np.isfinite(absent_conf)],
         states_saved=states_saved,
+        returns=returns,
+        reacquired=reacquired if states_saved else 0,
     )
+
+
+def reacquisitions(boxes: np.ndarray, states: np.ndarray, gt: np.ndarray, present: np.ndarray,
+                   absent: np.ndarray, within: int = REACQUIRE_FRAMES) -> tuple[int, int]:
+    """(returns, re-acquired): a return is a judged present frame right after a judged absent
+    one; it is re-acquired when one of the `within` frames from it (while the target stays
+    present) is reported TRACKING with IoU >= ON_TARGET_IOU."""
+    starts = np.flatnonzero(present[1:] & absent[:-1]) + 1
+    reacquired = 0
+    for start in starts:
+        stop = start
+        while stop < min(len(gt), start + within) and present[stop]:
+            stop += 1
+        span = slice(start, stop)
+        with np.errstate(invalid="ignore"):
+            overlap = np.nan_to_num(iou(boxes[span], gt[span]), nan=-1.0)
+        if ((overlap >= ON_TARGET_IOU) & (states[span] == int(TrackState.TRACKING))).any():
+            reacquired += 1
+    return int(len(starts)), reacquired
 
 
 def _number(value: float) -> float | None:
@@ -218,6 +248,9 @@ def calibration_summary(frames: CalibrationFrames, bins: int = RELIABILITY_BINS)
         "absent_mean_confidence": (_number(float(frames.absent_confidence.mean()))
                                    if len(frames.absent_confidence) else None),
         "present_lost": _number(share_in(frames.present_states, [int(TrackState.LOST)])) if states_known else None,
+        "returns": frames.returns,
+        "reacquired": (_number(frames.reacquired / frames.returns) if frames.returns and states_known else None),
+        "reacquire_frames": REACQUIRE_FRAMES,
         "reliability": {
             "edges": [round(float(e), 6) for e in diagram.edges],
             "frames": [int(c) for c in diagram.frames],
@@ -228,6 +261,6 @@ def calibration_summary(frames: CalibrationFrames, bins: int = RELIABILITY_BINS)
     if not states_known:
         missing = ", ".join(frames.missing_states) or "this sequence"
         summary["note"] = (f"no state file for {missing} (results saved before states were): "
-                           "absent_flagged, absent_lost and present_lost are undefined; rerun with "
+                           "absent_flagged, absent_lost, present_lost and reacquired are undefined; rerun with "
                            "--no-resume to measure them")
     return summary

@@ -173,11 +173,13 @@ OPE_COLUMNS: list[Column] = [("auc", "AUC", "{:.3f}"), ("precision", "P@20", "{:
                              ("norm_precision", "NP", "{:.3f}"), ("ao", "AO", "{:.3f}"), ("fps", "FPS", "{:.1f}")]
 CALIBRATION_COLUMNS: list[Column] = [("ece", "ECE", "{:.3f}"), ("auroc", "AUROC", "{:.3f}"),
                                      ("absent_frames", "absent", "{:d}"), ("absent_flagged", "abs-LU", "{:.3f}"),
-                                     ("present_lost", "pres-L", "{:.3f}")]
+                                     ("present_lost", "pres-L", "{:.3f}"), ("returns", "returns", "{:d}"),
+                                     ("reacquired", "reacq", "{:.3f}")]
 CALIBRATION_LEGEND = (
     "ECE, AUROC: the confidence against being on target (IoU >= 0.5), present frames after init\n"
     "absent: frames with NaN ground truth; abs-LU: share of them reported LOST or UNCERTAIN;\n"
-    "pres-L: share of present frames reported LOST"
+    "pres-L: share of present frames reported LOST; returns: the target back after an absence;\n"
+    f"reacq: share of returns tracked on target (TRACKING, IoU >= 0.5) within {calibration.REACQUIRE_FRAMES} frames"
 )
 
 

@@ -589,7 +589,9 @@ class FDNTracker(DeepTracker):
         if success:
             region_bounds = self._region_bounds(origin, zoom, width, height)
             self._collect(features, origin, zoom, state, region_bounds)
-        if not success:
+        if self.lost:
+            pass  # the model stays frozen while LOST: the target may be absent (issue 20)
+        elif not success:
             self._update_fc("short", score)  # the dynamic update of sec. 3.4
         elif cfg.long_interval > 0 and frame_number % cfg.long_interval == 0:
             self._update_fc("long", score)

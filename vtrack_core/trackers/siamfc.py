@@ -195,6 +195,11 @@ class SiamFCConfig(DeepTrackerConfig):
     window_influence: float = 0.176  # cosine window weight (released code)
     out_scale: float = 1e-3
     confidence_threshold: float = 0.5  # sigmoid of the best score
+    redetect: bool = True  # while LOST: search a wider window at the target's scale (SiamFCTracker._redetect)
+    redetect_growth: float = 1.5  # the window's side grows by this factor each LOST frame ...
+    redetect_max_scale: float = 3.0  # ... up to this many normal search sides, or the whole frame if less
+    #                                  (a frame then costs up to its square in embedding work: ~9x at 3)
+    redetect_margin: float = 1.0  # logits by which the wide search's peak must beat the normal search's
 
 
 class SiamFCTracker(DeepTracker):
@@ -269,12 +274,18 @@ class SiamFCTracker(DeepTracker):
         # on the device, one transfer of three numbers at the end.
         best_scale = self.scales.best(response.amax(dim=(1, 2)))
         best = response[best_scale]
-        confidence = torch.sigmoid(best.max())
+        confidence = best.max()  # the logit; its sigmoid is the raw confidence
         normalised = best - best.min()
         normalised = normalised / normalised.sum().clamp_min(1e-12)
         blended = (1 - cfg.window_influence) * normalised + cfg.window_influence * self.window
         scale_index, peak, confidence = torch.stack(
             [best_scale.float(), torch.argmax(blended).float(), confidence.float()]).tolist()
+        if cfg.redetect and self.lost:
+            found = self._redetect(frame, image, x_side)
+            if found is not None and found[1] > confidence + cfg.redetect_margin:
+                self.center = found[0]  # a clearly better match elsewhere: the target is there
+                self.keep_in_image(image.shape)
+                return _sigmoid(found[1])
         row, col = divmod(int(peak), size)
         # Displacement from the map centre -> search-crop pixels -> image pixels.
         offset = np.array([col, row], dtype=np.float64) - (size - 1) / 2.0
@@ -283,4 +294,52 @@ class SiamFCTracker(DeepTracker):
         self.center = self.center + offset_in_crop * x_side * scale / cfg.instance_size
         self.target_size = self.scales.new_size(self.target_size, int(scale_index))
         self.keep_in_image(image.shape)
-        return float(confidence)
+        return _sigmoid(confidence)
+
+    def redetect_window(self, x_side: float, image_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
+        """Centre and crop size (pixels, at the normal search's scale) of the re-detection
+        window after `lost_rule.lost_frames` LOST results: the normal search side times
+        growth^k, at most `redetect_max_scale` of it or what covers the whole frame (then
+        centred on the frame). Sizes are instance_size + k * stride so that the score map's
+        centre stays the crop's centre."""
+        cfg = self.config
+        height, width = image_shape[:2]
+        stride = self.net.total_stride
+        grow = min(cfg.redetect_growth ** max(1, self.lost_rule.lost_frames), cfg.redetect_max_scale)
+        whole = max(width, height) / x_side  # the factor at which the window spans the frame
+        factor = max(1.0, min(grow, whole))
+        pixels = cfg.instance_size + stride * int(math.ceil((factor - 1.0) * cfg.instance_size / stride))
+        centre = np.array([width / 2.0, height / 2.0]) if grow >= whole else self.center
+        return centre, pixels
+
+    def _redetect(self, frame: torch.Tensor, image: np.ndarray, x_side: float) -> tuple[np.ndarray, float] | None:
+        """One wide search while the target is LOST (issue 20), besides the normal one: the
+        exemplar correlated, at the target's last scale, over a window that grows each LOST
+        frame up to the whole frame (`redetect_window`), with no scale pyramid and no cosine
+        window (the target may be anywhere in it). Returns the peak's centre in the image and
+        its logit when its calibrated score passes the threshold, else None. `_track` moves
+        there only if that logit beats the normal search's by `redetect_margin`: a target
+        still in view (a LOST from a pessimistic score) keeps being followed as before, and
+        the LOST rule asks for `recover_after_frames` passing frames before TRACKING."""
+        cfg = self.config
+        centre, pixels = self.redetect_window(x_side, image.shape)
+        side = x_side * pixels / cfg.instance_size  # image pixels the window covers
+        search = crop_and_resize(frame, torch.tensor(centre, device=self.device, dtype=torch.float32),
+                                 torch.tensor([side], device=self.device), pixels, self.fill).to(self.dtype)
+        search = search.contiguous(memory_format=torch.channels_last)
+        if self.net.crops is None:  # AlexNet: no padding, the whole map is valid
+            embedded = self.net.embed(search, False)
+        else:  # drop the cells that see the padding, as the normal search does on each side
+            trim = self.net.crops[1].start
+            embedded = self.net.backbone(search)[:, :, trim:-trim, trim:-trim]
+        scores = self.net.head(self.kernel, embedded).float()[0, 0]
+        logit, peak = (float(v) for v in torch.stack([scores.max(), torch.argmax(scores).float()]).tolist())
+        if self.calibrated(_sigmoid(logit)) < self.lost_rule.threshold:
+            return None
+        row, col = divmod(int(peak), scores.shape[-1])
+        offset = (np.array([col, row], dtype=np.float64) - (scores.shape[-1] - 1) / 2.0) * self.net.total_stride
+        return centre + offset * x_side / cfg.instance_size, logit
+
+
+def _sigmoid(logit: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(float(logit), 50.0), -50.0)))
