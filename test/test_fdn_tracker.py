@@ -89,3 +89,26 @@ def test_roi_pool_variant_tracks(crossing):
     result = run_sequence(tracker, head, label="fdn-pool")
     assert np.isfinite(result.boxes).all()
     assert score(result.boxes, head.ground_truth).auc > 0.3
+
+
+def test_the_default_is_vgg16_with_its_packaged_weights_and_provenance():
+    """The default trunk is ImageNet VGG-16 to conv4-3 (fdn_vgg16.pt: fc4-fc5 trained on 31
+    domains); its provenance names the file's hash. `backbone: vggm` keeps fdn.pt."""
+    import hashlib
+    import json
+
+    tracker = create_tracker("fdn", device="cpu")
+    path = tracker.weights_path()
+    assert tracker.config.backbone == "vgg16" and path.name == "fdn_vgg16.pt"
+    provenance = json.loads(path.with_name("fdn_vgg16.provenance.json").read_text())
+    assert provenance["weights"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert provenance["backbone"] == "vgg16" and provenance["val_sequences"] == ["uav_person12_1", "uav_car10"]
+    assert path.stat().st_size < 10 * 2 ** 20
+    assert create_tracker("fdn", device="cpu", backbone="vggm").weights_path().name == "fdn.pt"
+
+
+@pytest.mark.slow
+def test_vggm_weights_still_track(crossing):
+    head = crossing.head(30)
+    result = run_sequence(create_tracker("fdn", device="cpu", backbone="vggm"), head, label="fdn-vggm")
+    assert score(result.boxes, head.ground_truth).auc > 0.5

@@ -115,7 +115,8 @@ def test_cli_train_fdn_resumes_and_writes_loadable_weights(train_dataset_dir, tm
     # The exported weights (shared layers only) drive the real tracker.
     assert not any(k.startswith("fc6.") for k in torch.load(out / "fdn.pt", weights_only=True))
     sequence = load_dataset(dev_dataset_dir, ["Crossing"])[0]
-    tracker = FDNTracker(FDNConfig(weights=str(out / "fdn.pt"), init_iterations=5, pos_init=100, neg_init=500))
+    tracker = FDNTracker(FDNConfig(backbone="vggm", weights=str(out / "fdn.pt"), init_iterations=5, pos_init=100,
+                                   neg_init=500))  # the trainer's default trunk
     from vtrack_core.boxes import Box
 
     tracker.init(sequence.image(0), Box.from_xywh(sequence.ground_truth[0]))

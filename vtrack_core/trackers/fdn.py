@@ -306,7 +306,8 @@ def _deltas(boxes: np.ndarray, target: np.ndarray) -> np.ndarray:
 # --- tracker (sec. 3.4) ---------------------------------------------------------------------------
 @dataclass
 class FDNConfig(DeepTrackerConfig):
-    backbone: str = "vggm"  # vggm: conv1-3 of VGG-M (the paper's; ours from scratch) | vgg16 | efficientnet_lite0 | mobilenet_v2
+    backbone: str = "vgg16"  # vgg16: ImageNet VGG-16 to conv4-3 (stride 8; fdn_vgg16.pt) | vggm: conv1-3 of VGG-M
+    #                          (the paper's; fdn.pt, ours from scratch) | efficientnet_lite0 | mobilenet_v2
     tap: str = ""  # the map the RoI layer reads; empty: TRUNK_TAPS' (vggm conv3, stride 16; the others stride 8)
     output_stride: int = 0  # pretrained trunks: dilate to keep this stride (8: a stride-16 tap at stride 8); 0: none
     roi_method: str = "align"  # align: max-RoIAlign (paper) | pool: RoIPool (the paper's comparison)
