@@ -218,9 +218,11 @@ def test_latest_frame_wins_under_a_burst(tracker_node, sequence):
 @pytest.fixture
 def slow_siamfc_node(tmp_path):
     """tracker_node running SiamFC with the paper's three search crops a frame (100-200 ms a
-    frame on these CPUs, several times a 30 Hz camera's period)."""
+    frame on these CPUs, several times a 30 Hz camera's period). Re-detection off: its wide
+    search on LOST frames (Crossing's calibrated score is LOST on most frames) costs several
+    normal frames each, which would make the tracked share depend on how often it fires."""
     settings = tmp_path / "trackers.yaml"
-    settings.write_text("siamfc:\n  scale_mode: crops\n")
+    settings.write_text("siamfc:\n  scale_mode: crops\n  redetect: false\n")
     harness = NodeUnderTest(tmp_path / "tracker_node.log", node_args=[
         "-p", "tracker:=siamfc", "-p", "diagnostics_period:=0.2", "-p", f"tracker_config_file:={settings}"])
     yield harness

@@ -449,8 +449,9 @@ class FCNTTracker(DeepTracker):
         confidence = min(strength, 1.0)
         self.center = np.clip(box[:2] + box[2:] / 2, 0, [width - 1, height - 1])
         self.target_size = box[2:].copy()
-        # sec. 4.3: SNet updates (GNet fixed); none while LOST, the target may be absent (issue 20)
-        if cfg.use_snet and not self.lost:
+        # sec. 4.3: SNet updates (GNet fixed); none while LOST once the score is calibrated (the
+        # target may be absent; issue 20); the raw heat-map ratio's LOST does not mean that yet
+        if cfg.use_snet and not (self.lost and self.calibration is not None):
             target = self._target_map(self.state, origin, zoom)
             if self.best_recent is None or strength > self.best_recent[0]:
                 self.best_recent = (strength, mid.detach(), target)
