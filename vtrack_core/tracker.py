@@ -163,6 +163,12 @@ class Tracker(ABC):
         learns nothing from the frame, whose target may be absent."""
         return self.lost_rule.lost
 
+    @property
+    def lost_on_calibrated_score(self) -> bool:
+        """LOST, and from a calibrated score: then the target is likely gone, and trackers whose
+        raw scores call LOST on targets still in view (RAR, FCNT) stop learning too."""
+        return self.lost and self.calibration is not None
+
     def calibrated(self, raw: float) -> float:
         """The confidence `update()` will report for a raw score (the state rule's scale)."""
         raw = float(min(max(raw, 0.0), 1.0))

@@ -5,6 +5,8 @@ and the bicubic upsampling of a score map as two matrix products.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
 import torch
@@ -61,3 +63,8 @@ def bicubic_matrix(size_in: int, size_out: int, device: torch.device | None = No
 def upsample_bicubic(maps: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """... x n x n maps -> ... x N x N with `matrix` from `bicubic_matrix(n, N)`."""
     return matrix @ maps @ matrix.T
+
+
+def sigmoid(logit: float) -> float:
+    """A score's logit as a 0..1 confidence, clamped so that exp cannot overflow."""
+    return 1.0 / (1.0 + math.exp(-max(min(float(logit), 50.0), -50.0)))

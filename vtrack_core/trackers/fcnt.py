@@ -451,7 +451,7 @@ class FCNTTracker(DeepTracker):
         self.target_size = box[2:].copy()
         # sec. 4.3: SNet updates (GNet fixed); none while LOST once the score is calibrated (the
         # target may be absent; issue 20); the raw heat-map ratio's LOST does not mean that yet
-        if cfg.use_snet and not (self.lost and self.calibration is not None):
+        if cfg.use_snet and not self.lost_on_calibrated_score:
             target = self._target_map(self.state, origin, zoom)
             if self.best_recent is None or strength > self.best_recent[0]:
                 self.best_recent = (strength, mid.detach(), target)

@@ -41,6 +41,7 @@ from ..boxes import Box
 from ..deep_tracker import DeepTracker, DeepTrackerConfig
 from ..ops.crops import crop_and_resize
 from ..ops.sampling import SampleSpec, clip_boxes, draw_boxes, draw_with_overlap, xywh_to_xyxy
+from ..ops.maps import sigmoid
 from ..weights import WeightsError
 
 log = logging.getLogger(__name__)
@@ -590,14 +591,13 @@ class FDNTracker(DeepTracker):
         if success:
             region_bounds = self._region_bounds(origin, zoom, width, height)
             self._collect(features, origin, zoom, state, region_bounds)
-        if self.lost:
-            pass  # the model stays frozen while LOST: the target may be absent (issue 20)
-        elif not success:
-            self._update_fc("short", score)  # the dynamic update of sec. 3.4
-        elif cfg.long_interval > 0 and frame_number % cfg.long_interval == 0:
-            self._update_fc("long", score)
+        if not self.lost:  # the model stays frozen while LOST: the target may be absent (issue 20)
+            if not success:
+                self._update_fc("short", score)  # the dynamic update of sec. 3.4
+            elif cfg.long_interval > 0 and frame_number % cfg.long_interval == 0:
+                self._update_fc("long", score)
         self.reported = reported
-        return 1.0 / (1.0 + math.exp(-max(min(score, 50.0), -50.0)))
+        return sigmoid(score)
 
     def update_iterations(self) -> dict[str, float]:
         """Online fine-tuning effort since init (the paper's Table 1 in summary)."""

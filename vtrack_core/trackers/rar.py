@@ -494,7 +494,7 @@ class RARTracker(DeepTracker):
         # No filter update while LOST once the score is calibrated (issue 20): the target may be
         # absent. On the raw peak (RAR LOST on 27 % of dev's present frames) freezing cost dev
         # AUC 0.588 -> 0.540 (docs/trackers/rar.md), so an uncalibrated RAR keeps learning.
-        frozen = self.lost and self.calibration is not None
+        frozen = self.lost_on_calibrated_score
         if cfg.update_rate > 0 and not frozen and (self.frame_index + 1) % max(1, cfg.update_interval) == 0:
             new_filter, _ = self._learn(frame, previous)
             self.filter = self.filter.blend(new_filter, update_weight(cfg.update_rate, cfg.update_interval))

@@ -23,7 +23,7 @@ from ..backbones.alexnet import SiamFCAlexNet, read_siamfc_state
 from ..backbones.base import cpu_inference_graph, fold_batch_norms
 from ..deep_tracker import DeepTracker, DeepTrackerConfig
 from ..ops.crops import crop_and_resize
-from ..ops.maps import bicubic_matrix, hann_window, upsample_bicubic
+from ..ops.maps import bicubic_matrix, hann_window, sigmoid, upsample_bicubic
 from ..ops.scales import ScalePyramid
 from ..weights import WeightsError, load_torch_state_dict
 
@@ -274,18 +274,18 @@ class SiamFCTracker(DeepTracker):
         # on the device, one transfer of three numbers at the end.
         best_scale = self.scales.best(response.amax(dim=(1, 2)))
         best = response[best_scale]
-        confidence = best.max()  # the logit; its sigmoid is the raw confidence
+        peak_logit = best.max()  # its sigmoid is the raw confidence
         normalised = best - best.min()
         normalised = normalised / normalised.sum().clamp_min(1e-12)
         blended = (1 - cfg.window_influence) * normalised + cfg.window_influence * self.window
-        scale_index, peak, confidence = torch.stack(
-            [best_scale.float(), torch.argmax(blended).float(), confidence.float()]).tolist()
+        scale_index, peak, peak_logit = torch.stack(
+            [best_scale.float(), torch.argmax(blended).float(), peak_logit.float()]).tolist()
         if cfg.redetect and self.lost:
             found = self._redetect(frame, image, x_side)
-            if found is not None and found[1] > confidence + cfg.redetect_margin:
+            if found is not None and found[1] > peak_logit + cfg.redetect_margin:
                 self.center = found[0]  # a clearly better match elsewhere: the target is there
                 self.keep_in_image(image.shape)
-                return _sigmoid(found[1])
+                return sigmoid(found[1])
         row, col = divmod(int(peak), size)
         # Displacement from the map centre -> search-crop pixels -> image pixels.
         offset = np.array([col, row], dtype=np.float64) - (size - 1) / 2.0
@@ -294,7 +294,7 @@ class SiamFCTracker(DeepTracker):
         self.center = self.center + offset_in_crop * x_side * scale / cfg.instance_size
         self.target_size = self.scales.new_size(self.target_size, int(scale_index))
         self.keep_in_image(image.shape)
-        return _sigmoid(confidence)
+        return sigmoid(peak_logit)
 
     def redetect_window(self, x_side: float, image_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
         """Centre and crop size (pixels, at the normal search's scale) of the re-detection
@@ -334,12 +334,9 @@ class SiamFCTracker(DeepTracker):
             embedded = self.net.backbone(search)[:, :, trim:-trim, trim:-trim]
         scores = self.net.head(self.kernel, embedded).float()[0, 0]
         logit, peak = (float(v) for v in torch.stack([scores.max(), torch.argmax(scores).float()]).tolist())
-        if self.calibrated(_sigmoid(logit)) < self.lost_rule.threshold:
+        if self.calibrated(sigmoid(logit)) < self.lost_rule.threshold:
             return None
         row, col = divmod(int(peak), scores.shape[-1])
         offset = (np.array([col, row], dtype=np.float64) - (scores.shape[-1] - 1) / 2.0) * self.net.total_stride
         return centre + offset * x_side / cfg.instance_size, logit
 
-
-def _sigmoid(logit: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(min(float(logit), 50.0), -50.0)))
