@@ -271,7 +271,7 @@ def test_feature_pyramid_equals_the_crops_at_factor_1_and_follows_a_rescaled_ima
     centre = torch.tensor([160.0, 110.0])
     with torch.no_grad():
         base = net.embed(crop_and_resize(frame, centre, torch.tensor([200.0]), 255))
-        pyramid = net.scaled_search(base, torch.tensor([1.0, 1.1]), 255)
+        pyramid = net.scaled_search(base, (1.0, 1.1), 255)
         assert torch.allclose(pyramid[0], net.embed(crop_and_resize(frame, centre, torch.tensor([200.0]), 255), False)[0],
                               atol=1e-5)
         larger = net.embed(crop_and_resize(frame, centre, torch.tensor([220.0]), 255), False)[0]

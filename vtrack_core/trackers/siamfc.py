@@ -125,22 +125,24 @@ class SiamFCNet(nn.Module):
     def forward(self, exemplar: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(exemplar, True), self.embed(search, False))
 
-    def scaled_search(self, features: torch.Tensor, factors: torch.Tensor, instance_size: int) -> torch.Tensor:
+    def scaled_search(self, features: torch.Tensor, factors: tuple[float, ...], instance_size: int) -> torch.Tensor:
         """The search features of crops `factors` times larger than the one `features` (1 x C
         x H x W, uncropped) came from, resampled from it: cell j of a crop s times larger sits
         where the map has cell (a_j s + size / 2 - offset) / stride, a_j being cell j's distance
         from its crop's centre in input pixels. Factor 1 gives the map's own search cells. One
-        trunk pass for the whole scale search (`scale_mode=features`)."""
+        trunk pass for the whole scale search (`scale_mode=features`). `factors` is a tuple, the
+        grid cache's key: read on the host, never copied back from the device each frame."""
         if self.crops is None:
             raise ValueError("siamfc: scale_mode=features needs a pretrained trunk (AlexNet has no search crop)")
         size = features.shape[-1]
-        key = (instance_size, size, tuple(factors.tolist()), features.device)
+        key = (instance_size, size, tuple(factors), features.device)
         grid = self._grids.get(key)
         if grid is None:  # the same every frame: built once
             geometry = self.backbone.trunk.geometry(self.backbone.tap, instance_size)
             cells = torch.arange(self.crops[1].start, self.crops[1].stop, device=features.device, dtype=torch.float32)
             from_centre = geometry.offset + geometry.stride * cells - instance_size / 2  # a_j, input px
-            positions = (from_centre[None] * factors.float()[:, None] + instance_size / 2 - geometry.offset) / geometry.stride
+            scale = torch.tensor(factors, device=features.device, dtype=torch.float32)
+            positions = (from_centre[None] * scale[:, None] + instance_size / 2 - geometry.offset) / geometry.stride
             normalised = 2.0 * positions / (size - 1) - 1.0  # S x n, align_corners=True coordinates
             grid = torch.stack(torch.broadcast_tensors(normalised[:, None, :], normalised[:, :, None]), dim=-1)
             self._grids[key] = grid
@@ -228,6 +230,7 @@ class SiamFCTracker(DeepTracker):
         fold_batch_norms(self.net.backbone)  # frozen while tracking: batch norms folded into the convolutions
         self.scales = ScalePyramid(cfg.scale_num, cfg.scale_step, cfg.scale_penalty, cfg.scale_lr, self.device)
         self.scale_factors = torch.tensor(self.scales.factors, device=self.device, dtype=torch.float32)
+        self.scale_tuple = tuple(float(f) for f in self.scales.factors)  # scaled_search's cache key
         self.window: torch.Tensor | None = None
         self.upsampler: torch.Tensor | None = None
         # The per-frame search embedding: one fixed-size crop on a CPU, as a traced graph.
@@ -258,7 +261,7 @@ class SiamFCTracker(DeepTracker):
             search = crop_and_resize(frame, centre, torch.tensor([x_side], device=self.device), cfg.instance_size,
                                      self.fill).to(self.dtype)
             features = self._embed_search(search.contiguous(memory_format=torch.channels_last))
-            embedded = self.net.scaled_search(features, self.scale_factors, cfg.instance_size)
+            embedded = self.net.scaled_search(features, self.scale_tuple, cfg.instance_size)
         else:
             search = crop_and_resize(frame, centre, self.scale_factors * x_side, cfg.instance_size,
                                      self.fill).to(self.dtype)
