@@ -112,3 +112,35 @@ def test_vggm_weights_still_track(crossing):
     head = crossing.head(30)
     result = run_sequence(create_tracker("fdn", device="cpu", backbone="vggm"), head, label="fdn-vggm")
     assert score(result.boxes, head.ground_truth).auc > 0.5
+
+
+def _lost_elsewhere(tracker: FDNTracker, offset_sides: float, lost_frames: int = 3) -> None:
+    """The state a lost tracker is in: its box `offset_sides` target sides to the right of
+    the target, `lost_frames` LOST results behind it (what the LOST rule would hold)."""
+    tracker.center = tracker.center + np.array([offset_sides * tracker.target_size.mean(), 0.0])
+    tracker.lost_rule.lost, tracker.lost_rule.lost_frames = True, lost_frames
+
+
+@pytest.mark.slow
+def test_a_lost_fdn_finds_the_target_again_in_its_wide_region(crossing):
+    """Issue 20: FDN LOST 4 target sides left of the pedestrian, on background, beyond its
+    normal region (2 sides each way): the wide region finds him on the next frame, and after
+    `recover_after_frames` passing frames he is TRACKING again; without re-detection the
+    tracker stays where it was. LOST 4 sides to his right, on the other pedestrians, whose
+    score is within `redetect_margin` of his, it stays too: the margin keeps a tracker from
+    jumping between look-alikes."""
+    def run(offset_sides: float, frames: int, **settings):
+        tracker = create_tracker("fdn", device="cpu", **settings)
+        tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+        _lost_elsewhere(tracker, offset_sides)
+        results = [tracker.update(crossing.image(index)) for index in range(1, frames + 1)]
+        return results, [r.box.iou(Box.from_xywh(crossing.ground_truth[i])) for i, r in enumerate(results, 1)]
+
+    results, ious = run(-4.0, 5)
+    assert min(ious) > 0.5, ious  # found on the first frame, followed by the normal region after
+    assert results[0].state == TrackState.LOST  # not yet claimed back ...
+    assert results[-1].state == TrackState.TRACKING  # ... until recover_after_frames passed
+    results, ious = run(-4.0, 3, redetect=False)
+    assert max(ious) < 0.1 and all(r.state == TrackState.LOST for r in results), ious
+    results, ious = run(4.0, 1)
+    assert ious[0] < 0.1 and results[0].state == TrackState.LOST, ious

@@ -75,3 +75,43 @@ def test_bicubic_matrix_is_torch_bicubic_upsampling(size_in, size_out):
     got = upsample_bicubic(maps, bicubic_matrix(size_in, size_out))
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
     assert got.shape == (3, size_out, size_out)
+
+
+# --- re-detection window and grid (issue 20) ------------------------------------------------------
+def test_redetect_window_grows_caps_and_centres_on_the_frame():
+    from vtrack_core.ops.redetect import redetect_window
+
+    shape = (480, 640, 3)
+    centre = np.array([100.0, 120.0])
+    first = redetect_window(centre, 100.0, shape, 0, 1.5, 3.0)  # at least one growth step
+    assert first.factor == pytest.approx(1.5) and not first.whole_frame
+    np.testing.assert_allclose(first.centre, centre)
+    assert redetect_window(centre, 100.0, shape, 2, 1.5, 3.0).factor == pytest.approx(2.25)
+    capped = redetect_window(centre, 100.0, shape, 5, 1.5, 3.0)
+    assert capped.factor == pytest.approx(3.0) and not capped.whole_frame
+    whole = redetect_window(centre, 300.0, shape, 5, 1.5, 3.0)  # 3 x 300 px passes the 640 px frame
+    assert whole.whole_frame and whole.factor == pytest.approx(640 / 300)
+    np.testing.assert_allclose(whole.centre, [320.0, 240.0])
+    assert redetect_window(centre, 900.0, shape, 1, 1.5, 3.0).factor == 1.0  # never below the normal search
+
+
+def test_grid_boxes_cover_the_bounds_at_the_step_and_respect_the_cap():
+    from vtrack_core.ops.sampling import grid_boxes
+
+    bounds = np.array([10.0, 20.0, 300.0, 200.0])
+    boxes = grid_boxes(bounds, np.array([40.0, 60.0]), 20.0, 10_000)
+    assert np.all(boxes[:, 2:] == [40.0, 60.0])
+    assert boxes[:, 0].min() >= 10.0 and (boxes[:, 0] + boxes[:, 2]).max() <= 310.0 + 1e-9
+    assert boxes[:, 1].min() >= 20.0 and (boxes[:, 1] + boxes[:, 3]).max() <= 220.0 + 1e-9
+    xs, ys = np.unique(boxes[:, 0]), np.unique(boxes[:, 1])
+    assert len(boxes) == len(xs) * len(ys)
+    assert np.diff(xs).max() <= 20.0 + 1e-9 and np.diff(ys).max() <= 20.0 + 1e-9  # every 20 px or closer
+    # Any point where a centre may lie is within half a step of a grid centre.
+    centres = boxes[:, :2] + boxes[:, 2:] / 2
+    probe = np.array([[30.0 + 260 * a, 50.0 + 140 * b] for a in (0.0, 0.37, 1.0) for b in (0.0, 0.61, 1.0)])
+    nearest = np.abs(centres[None] - probe[:, None]).max(axis=2).min(axis=1)
+    assert nearest.max() <= 10.0 + 1e-9
+    capped = grid_boxes(bounds, np.array([40.0, 60.0]), 1.0, 100)
+    assert 50 <= len(capped) <= 100
+    tiny = grid_boxes(np.array([0.0, 0.0, 30.0, 30.0]), np.array([40.0, 60.0]), 5.0, 50)
+    assert len(tiny) == 1  # a box larger than the bounds: one, where it starts

@@ -74,6 +74,23 @@ def draw_boxes(rng: np.random.Generator, box: np.ndarray, count: int, spec: Samp
     return clip_boxes(np.concatenate([centres - size / 2.0, size], axis=1), bounds, min_side)
 
 
+def grid_boxes(bounds: np.ndarray, size: np.ndarray, step: float, max_count: int) -> np.ndarray:
+    """Boxes of `size` (w, h) whose centres lie on a regular grid over `bounds` (x, y, w, h),
+    `step` pixels apart, or farther apart when that would give more than `max_count`: the
+    candidates of a wide search, where the target may be anywhere (FDN's re-detection)."""
+    bx, by, bw, bh = np.asarray(bounds, dtype=np.float64).reshape(4)
+    size = np.asarray(size, dtype=np.float64).reshape(2)
+    span = np.maximum(np.array([bw, bh]) - size, 0.0)  # where centres may lie, box inside the bounds
+    step = max(float(step), float(np.sqrt(max(span[0], 1.0) * max(span[1], 1.0) / max(max_count, 1))), 1e-6)
+    counts = np.minimum(np.floor(span / step).astype(int) + 1, max_count)
+    while counts[0] * counts[1] > max_count:  # the floor's rounding may leave a few too many
+        counts[np.argmax(counts)] -= 1
+    xs = bx + size[0] / 2 + (np.arange(counts[0]) + 0.5) * span[0] / counts[0]
+    ys = by + size[1] / 2 + (np.arange(counts[1]) + 0.5) * span[1] / counts[1]
+    cx, cy = (grid.ravel() for grid in np.meshgrid(xs, ys))
+    return np.stack([cx - size[0] / 2, cy - size[1] / 2, np.full_like(cx, size[0]), np.full_like(cy, size[1])], axis=1)
+
+
 def clip_boxes(boxes: np.ndarray, bounds: np.ndarray, min_side: float = 10.0) -> np.ndarray:
     """Sizes into [min_side, bounds - min_side], then shift each box inside the bounds."""
     boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)

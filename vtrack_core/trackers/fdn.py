@@ -40,7 +40,8 @@ from ..backbones.vgg import detect_norm, load_vggm_state
 from ..boxes import Box
 from ..deep_tracker import DeepTracker, DeepTrackerConfig
 from ..ops.crops import crop_and_resize
-from ..ops.sampling import SampleSpec, clip_boxes, draw_boxes, draw_with_overlap, xywh_to_xyxy
+from ..ops.redetect import redetect_window
+from ..ops.sampling import SampleSpec, clip_boxes, draw_boxes, draw_with_overlap, grid_boxes, xywh_to_xyxy
 from ..ops.maps import sigmoid
 from ..weights import WeightsError
 
@@ -362,6 +363,13 @@ class FDNConfig(DeepTrackerConfig):
     bbreg_scale: float = 1.6
     bbreg_aspect: float = 1.1
     bbreg_ridge: float = 1000.0
+    # re-detection while LOST (issue 20; not in the paper): a second region, wider, scored on a grid
+    redetect: bool = True  # while LOST: also score a grid of candidates over a wider region, the best looked at again (FDNTracker._redetect)
+    redetect_growth: float = 1.5  # the wide region's side grows by this factor each LOST frame ...
+    redetect_max_scale: float = 3.0  # ... up to this many normal region sides, or the whole frame if less
+    redetect_step: float = 0.5  # grid step of the wide candidates, x the target's mean side ...
+    redetect_candidates: int = 576  # ... wider where the grid would hold more than this many
+    redetect_margin: float = 1.0  # target score (log-odds) by which the wide region's best must beat the normal one's
     seed: int = 0  # sampling is random; seeded so runs repeat
     confidence_threshold: float = 0.5  # sigmoid(target score): 0.5 is m = 0
 
@@ -409,17 +417,20 @@ class FDNTracker(DeepTracker):
         self.target_size = np.array(box_xywh[2:], dtype=np.float64)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _region(self, frame: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, float]:
-        """Search region around the target: (the shared layers' features, region origin in
-        the image, input pixels per image pixel)."""
-        zoom = self.config.target_px / float(self.target_size.mean())
+    def _region(self, frame: torch.Tensor, centre: np.ndarray | None = None,
+                factor: float = 1.0) -> tuple[torch.Tensor, np.ndarray, float]:
+        """Search region around the target (or `factor` times wider, around `centre`: the
+        re-detection region, at the same input size, so coarser): (the shared layers'
+        features, region origin in the image, input pixels per image pixel)."""
+        centre = self.center if centre is None else centre
+        zoom = self.config.target_px / float(self.target_size.mean()) / factor
         side = self.region_px / zoom
-        crop = crop_and_resize(frame, torch.as_tensor(self.center - 0.5, device=self.device, dtype=torch.float32),
+        crop = crop_and_resize(frame, torch.as_tensor(centre - 0.5, device=self.device, dtype=torch.float32),
                                torch.tensor([side], device=self.device, dtype=torch.float32), self.region_px,
                                self.fill)
         with torch.no_grad():
             features = self.net.features(crop.contiguous(memory_format=torch.channels_last)).float()
-        return features, self.center - side / 2, zoom
+        return features, centre - side / 2, zoom
 
     def _roi_features(self, features: torch.Tensor, origin: np.ndarray, zoom: float, boxes: np.ndarray) -> torch.Tensor:
         xyxy = (xywh_to_xyxy(boxes) - np.tile(origin, 2)) * zoom
@@ -580,6 +591,14 @@ class FDNTracker(DeepTracker):
         state = clip_boxes(candidates[top_index_np].mean(axis=0), bounds, MIN_SIDE)[0]
         self._set_target(state)
         reported = state
+        if cfg.redetect and self.lost:
+            found = self._redetect(frame, image.shape)
+            if found is not None and found[1] > score + cfg.redetect_margin:
+                state, score = found  # the target seen elsewhere: the normal region moves there
+                self._set_target(state)
+                self.trans = cfg.trans
+                self.reported = state
+                return sigmoid(score)  # frozen while LOST: nothing learnt, nothing collected
         if success:
             self.trans = cfg.trans
             if self.regressor is not None:
@@ -598,6 +617,40 @@ class FDNTracker(DeepTracker):
                 self._update_fc("long", score)
         self.reported = reported
         return sigmoid(score)
+
+    def _redetect(self, frame: torch.Tensor, image_shape: tuple[int, ...]) -> tuple[np.ndarray, float] | None:
+        """One wide search while the target is LOST (issue 20), besides the normal one. The
+        shared layers run once more on a region `redetect_window` times wider (growing each
+        LOST frame, up to the whole frame) at the same input size, so coarser, and a grid of
+        candidates of the target's size (`redetect_step` apart, at most
+        `redetect_candidates`) is scored in one batch. The coarse scores only rank: the best
+        one is looked at again at the normal zoom, with the normal candidates around it, so
+        that its target score (top-k mean) compares like for like with the normal region's.
+        Returns that state and score when its calibrated confidence passes the threshold,
+        else None; `_track` moves there only if it beats the normal region's score by
+        `redetect_margin`. Cost per LOST frame: two more backbone passes and two more head
+        batches."""
+        cfg = self.config
+        height, width = image_shape[:2]
+        image_bounds = np.array([0.0, 0.0, float(width), float(height)])
+        normal_side = self.region_px * float(self.target_size.mean()) / cfg.target_px
+        window = redetect_window(self.center, normal_side, image_shape, self.lost_rule.lost_frames,
+                                 cfg.redetect_growth, cfg.redetect_max_scale)
+        features, origin, zoom = self._region(frame, window.centre, window.factor)
+        grid = grid_boxes(self._region_bounds(origin, zoom, width, height), self.target_size,
+                          cfg.redetect_step * float(self.target_size.mean()), cfg.redetect_candidates)
+        grid = clip_boxes(grid, image_bounds, MIN_SIDE)
+        best = grid[int(torch.argmax(self._scores(self._roi_features(features, origin, zoom, grid))))]
+        centre = best[:2] + best[2:] / 2
+        features, origin, zoom = self._region(frame, centre)
+        candidates = draw_boxes(self.rng, best, cfg.candidates, SampleSpec("gaussian", cfg.trans, cfg.scale),
+                                image_bounds, MIN_SIDE)
+        top_scores, top_index = torch.topk(self._scores(self._roi_features(features, origin, zoom, candidates)),
+                                           min(cfg.top_k, len(candidates)))
+        score = float(top_scores.mean())
+        if self.calibrated(sigmoid(score)) < self.lost_rule.threshold:
+            return None
+        return clip_boxes(candidates[top_index.cpu().numpy()].mean(axis=0), image_bounds, MIN_SIDE)[0], score
 
     def update_iterations(self) -> dict[str, float]:
         """Online fine-tuning effort since init (the paper's Table 1 in summary)."""

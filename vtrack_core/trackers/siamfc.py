@@ -24,6 +24,7 @@ from ..backbones.base import cpu_inference_graph, fold_batch_norms
 from ..deep_tracker import DeepTracker, DeepTrackerConfig
 from ..ops.crops import crop_and_resize
 from ..ops.maps import bicubic_matrix, hann_window, sigmoid, upsample_bicubic
+from ..ops.redetect import redetect_window
 from ..ops.scales import ScalePyramid
 from ..weights import WeightsError, load_torch_state_dict
 
@@ -306,14 +307,11 @@ class SiamFCTracker(DeepTracker):
         centred on the frame). Sizes are instance_size + k * stride so that the score map's
         centre stays the crop's centre."""
         cfg = self.config
-        height, width = image_shape[:2]
+        window = redetect_window(self.center, x_side, image_shape, self.lost_rule.lost_frames,
+                                 cfg.redetect_growth, cfg.redetect_max_scale)
         stride = self.net.total_stride
-        grow = min(cfg.redetect_growth ** max(1, self.lost_rule.lost_frames), cfg.redetect_max_scale)
-        whole = max(width, height) / x_side  # the factor at which the window spans the frame
-        factor = max(1.0, min(grow, whole))
-        pixels = cfg.instance_size + stride * int(math.ceil((factor - 1.0) * cfg.instance_size / stride))
-        centre = np.array([width / 2.0, height / 2.0]) if grow >= whole else self.center
-        return centre, pixels
+        pixels = cfg.instance_size + stride * int(math.ceil((window.factor - 1.0) * cfg.instance_size / stride))
+        return window.centre, pixels
 
     def _redetect(self, frame: torch.Tensor, image: np.ndarray, x_side: float) -> tuple[np.ndarray, float] | None:
         """One wide search while the target is LOST (issue 20), besides the normal one: the
