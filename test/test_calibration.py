@@ -236,6 +236,41 @@ def test_states_are_saved_resumed_and_reported(tmp_path: Path) -> None:
     assert make_report(out, ["a"], [seq]) == summary
 
 
+def test_raw_scores_are_saved_and_give_the_ece_before_calibration(tmp_path: Path) -> None:
+    """A calibrated tracker's run keeps its raw scores beside the calibrated confidences, so
+    one eval reports the ECE before and after on the same frames; an uncalibrated one's are
+    the same numbers; a folder without the file (older runs) reports it undefined."""
+    from vtrack_core import calibration as score_calibration
+
+    seq = _still_sequence(tmp_path)
+    lift = score_calibration.Calibration(tmp_path / "lift.json", score_calibration.ScoreMap("logistic", a=1.0, b=1.0),
+                                         {}, {})
+
+    def calibrated(name: str) -> Tracker:
+        tracker = ScriptedTracker()
+        tracker.calibration = lift  # sigmoid(logit(raw) + 1): above the raw score
+        return tracker
+
+    out = tmp_path / "out"
+    run_benchmark(["lifted"], [seq], out, tracker_factory=calibrated, progress=False)
+    loaded = load_result(out / "results" / "lifted", "still", len(seq))
+    raw = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])  # the 9 present frames after init
+    np.testing.assert_allclose(loaded.raw_confidences[1:10], raw, atol=1e-4)
+    np.testing.assert_allclose(loaded.confidences[1:10], [lift(r) for r in raw], atol=1e-4)
+    block = make_report(out, ["lifted"], [seq])["trackers"]["lifted"]["calibration"]
+    assert block["ece_raw"] == pytest.approx(np.mean(1 - raw), abs=1e-4)  # every frame on target
+    assert block["ece"] == pytest.approx(np.mean([1 - lift(r) for r in raw]), abs=1e-4)
+    assert block["ece"] < block["ece_raw"]
+    assert "ECE raw" in format_calibration_table(make_report(out, ["lifted"], [seq]))
+
+    run_benchmark(["plain"], [seq], out, tracker_factory=lambda name: ScriptedTracker(), progress=False)
+    plain = make_report(out, ["plain"], [seq])["trackers"]["plain"]["calibration"]
+    assert plain["ece_raw"] == plain["ece"]
+    result_files(out / "results" / "plain", "still")["raw_confidences"].unlink()  # a folder from before
+    older = make_report(out, ["plain"], [seq])["trackers"]["plain"]["calibration"]
+    assert older["ece_raw"] is None and older["ece"] == plain["ece"]
+
+
 def test_result_folders_without_state_files_stay_readable(tmp_path: Path) -> None:
     seq = _still_sequence(tmp_path)
     out = tmp_path / "out"

@@ -143,6 +143,7 @@ class CalibrationFrames:
     missing_states: tuple[str, ...] = field(default=())  # sequences without a state file
     returns: int = 0  # the target's returns after an absence (after init)
     reacquired: int = 0  # of them, tracked on target (TRACKING, IoU >= 0.5) within REACQUIRE_FRAMES
+    raw_confidence: np.ndarray | None = None  # the score before calibration on the `confidence` frames; None: unknown
 
     @staticmethod
     def pool(parts: Iterable[tuple[str, "CalibrationFrames"]]) -> "CalibrationFrames":
@@ -154,6 +155,8 @@ class CalibrationFrames:
             arrays = [getattr(f, attr) for f in frames]
             return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
 
+        raws = [f.raw_confidence for f in frames]
+        raw = np.concatenate(raws).astype(np.float64) if raws and all(r is not None for r in raws) else None
         missing: list[str] = []
         for name, f in parts:
             missing.extend(f.missing_states or ([] if f.states_saved else [name]))
@@ -167,6 +170,7 @@ class CalibrationFrames:
             missing_states=tuple(missing),
             returns=sum(f.returns for f in frames),
             reacquired=sum(f.reacquired for f in frames),
+            raw_confidence=raw,
         )
 
 
@@ -177,8 +181,10 @@ def calibration_frames(
     ground_truth: np.ndarray,
     init_index: int | None,
     states_saved: bool = True,
+    raw_confidences: np.ndarray | None = None,
 ) -> CalibrationFrames:
-    """Pick the judged frames of one result: after `init_index`, present or absent target."""
+    """Pick the judged frames of one result: after `init_index`, present or absent target
+    (`raw_confidences`, the scores before calibration, taken on the same frames)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     gt = np.asarray(ground_truth, dtype=np.float64).reshape(-1, 4)
     confidences = np.asarray(confidences, dtype=np.float64).reshape(-1)
@@ -196,6 +202,10 @@ def calibration_frames(
     on_target = np.nan_to_num(overlap, nan=-1.0) >= ON_TARGET_IOU
     absent_conf = confidences[absent]
     returns, reacquired = reacquisitions(boxes, states, gt, present, absent)
+    raw = None
+    if raw_confidences is not None:
+        raw = np.clip(np.asarray(raw_confidences, dtype=np.float64).reshape(-1)[rated], 0.0, 1.0)
+        raw = raw if len(raw) == int(rated.sum()) and np.isfinite(raw).all() else None
     return CalibrationFrames(
         confidence=np.clip(confidences[rated], 0.0, 1.0),
         on_target=on_target,
@@ -205,6 +215,7 @@ def calibration_frames(
         states_saved=states_saved,
         returns=returns,
         reacquired=reacquired if states_saved else 0,
+        raw_confidence=raw,
     )
 
 
@@ -240,6 +251,9 @@ def calibration_summary(frames: CalibrationFrames, bins: int = RELIABILITY_BINS)
         "on_target": int(frames.on_target.sum()),
         "ece": _number(expected_calibration_error(frames.confidence, frames.on_target, bins)),
         "auroc": _number(auroc(frames.confidence, frames.on_target)),
+        # the same frames' raw scores: ECE before calibration (equal to `ece` where none is applied)
+        "ece_raw": (_number(expected_calibration_error(frames.raw_confidence, frames.on_target, bins))
+                    if frames.raw_confidence is not None else None),
         "mean_confidence": _number(float(frames.confidence.mean())) if len(frames.confidence) else None,
         "on_target_share": _number(float(frames.on_target.mean())) if len(frames.on_target) else None,
         "absent_frames": int(len(frames.absent_states)),

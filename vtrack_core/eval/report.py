@@ -52,7 +52,8 @@ def evaluate_result(result: SequenceResult, sequence: Sequence) -> SequenceEvalu
         raise ValueError(f"{sequence.name}: {len(result)} result rows for {len(sequence)} frames")
     scores = metrics.score(result.boxes, sequence.ground_truth)
     frames = calibration.calibration_frames(result.boxes, result.confidences, result.states,
-                                            sequence.ground_truth, result.init_index, result.states_saved)
+                                            sequence.ground_truth, result.init_index, result.states_saved,
+                                            result.raw_confidences)
     return SequenceEvaluation(scores, result.updated_frames, result.update_seconds, frames)
 
 
@@ -171,12 +172,14 @@ def write_summary(summary: Mapping[str, Any], path: str | Path) -> Path:
 Column = tuple[str, str, str]  # (key, header, format)
 OPE_COLUMNS: list[Column] = [("auc", "AUC", "{:.3f}"), ("precision", "P@20", "{:.3f}"),
                              ("norm_precision", "NP", "{:.3f}"), ("ao", "AO", "{:.3f}"), ("fps", "FPS", "{:.1f}")]
-CALIBRATION_COLUMNS: list[Column] = [("ece", "ECE", "{:.3f}"), ("auroc", "AUROC", "{:.3f}"),
+CALIBRATION_COLUMNS: list[Column] = [("ece", "ECE", "{:.3f}"), ("ece_raw", "ECE raw", "{:.3f}"),
+                                     ("auroc", "AUROC", "{:.3f}"),
                                      ("absent_frames", "absent", "{:d}"), ("absent_flagged", "abs-LU", "{:.3f}"),
                                      ("present_lost", "pres-L", "{:.3f}"), ("returns", "returns", "{:d}"),
                                      ("reacquired", "reacq", "{:.3f}")]
 CALIBRATION_LEGEND = (
-    "ECE, AUROC: the confidence against being on target (IoU >= 0.5), present frames after init\n"
+    "ECE, AUROC: the confidence against being on target (IoU >= 0.5), present frames after init;\n"
+    "ECE raw: the same frames' scores before the tracker's calibration (the same where none is applied)\n"
     "absent: frames with NaN ground truth; abs-LU: share of them reported LOST or UNCERTAIN;\n"
     "pres-L: share of present frames reported LOST; returns: the target back after an absence;\n"
     f"reacq: share of returns tracked on target (TRACKING, IoU >= 0.5) within {calibration.REACQUIRE_FRAMES} frames"

@@ -6,6 +6,8 @@ be resumed, inspected by hand and re-scored without tracking again:
     <seq>.txt             x,y,w,h (%.2f; NaN before the init frame and on failed frames)
     <seq>_time.txt        seconds of the tracker's update on that frame (NaN where none ran)
     <seq>_confidence.txt  confidence 0..1 (NaN before the init frame and on failed frames)
+    <seq>_raw_confidence.txt  the tracker's own score before its calibration (the same as the
+                          confidence for an uncalibrated tracker; optional: older folders lack it)
     <seq>_state.txt       TrackState as an integer (0 INITIALIZING .. 3 LOST; -1 before the
                           init frame and on failed frames)
 
@@ -51,6 +53,7 @@ class SequenceResult:
     init_index: int | None  # frame the tracker was started on; None if never
     failures: int = 0  # frames where the tracker (or the frame's image) raised
     states_saved: bool = True  # False when loaded from a folder without a state file
+    raw_confidences: np.ndarray | None = None  # N, the score before calibration; None: not saved
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -77,6 +80,7 @@ def _empty_result(n: int) -> SequenceResult:
         confidences=np.full(n, np.nan),
         states=np.full(n, NO_STATE, dtype=np.int64),
         init_index=None,
+        raw_confidences=np.full(n, np.nan),
     )
 
 
@@ -118,7 +122,7 @@ def run_sequence(
     result.init_index = start
     advance(start + 1)
     result.boxes[start] = init_box.xywh()
-    result.confidences[start] = 1.0
+    result.confidences[start] = result.raw_confidences[start] = 1.0
     result.states[start] = int(TrackState.INITIALIZING)
 
     for index in range(start + 1, n):
@@ -138,6 +142,7 @@ def run_sequence(
         result.boxes[index] = track.box.xywh()
         result.times[index] = track.seconds
         result.confidences[index] = track.confidence
+        result.raw_confidences[index] = track.raw_confidence
         result.states[index] = int(track.state)
     if result.failures:
         log.warning("%s/%s: %d frame(s) failed", label, sequence.name, result.failures)
@@ -152,6 +157,7 @@ def result_files(results_dir: str | Path, sequence_name: str) -> dict[str, Path]
         "times": results_dir / f"{sequence_name}_time.txt",
         "confidences": results_dir / f"{sequence_name}_confidence.txt",
         "states": results_dir / f"{sequence_name}_state.txt",
+        "raw_confidences": results_dir / f"{sequence_name}_raw_confidence.txt",
     }
 
 
@@ -183,6 +189,8 @@ def save_result(result: SequenceResult, results_dir: str | Path, sequence_name: 
     _write_atomically(files["times"], _lines(result.times, "%.9f"))
     _write_atomically(files["confidences"], _lines(result.confidences, "%.4f"))
     _write_atomically(files["states"], _lines(result.states, "%d"))
+    if result.raw_confidences is not None:
+        _write_atomically(files["raw_confidences"], _lines(result.raw_confidences, "%.4f"))
     _write_atomically(files["boxes"], _lines(result.boxes, "%.2f"))
 
 
@@ -212,6 +220,7 @@ def load_result(
         times = _read_rows(files["times"], 1)
         confidences = _read_rows(files["confidences"], 1)
         states = _read_rows(files["states"], 1) if states_saved else None
+        raw = _read_rows(files["raw_confidences"], 1) if files["raw_confidences"].is_file() else None
     except ValueError as error:
         log.warning("ignoring unreadable result: %s", error)
         return None
@@ -221,6 +230,8 @@ def load_result(
     if states is not None and (len(states) != n or not np.isfinite(states).all()):
         log.warning("ignoring %s: %d state rows for %d frames", files["states"], len(states), n)
         return None
+    if raw is not None and len(raw) != n:
+        raw = None  # a stale file from another run: the raw-score measures are then undefined
     started = np.flatnonzero(np.isfinite(boxes).all(axis=1))
     return SequenceResult(
         boxes=boxes,
@@ -229,6 +240,7 @@ def load_result(
         states=states.astype(np.int64) if states is not None else np.full(n, NO_STATE, dtype=np.int64),
         init_index=int(started[0]) if len(started) else None,
         states_saved=states_saved,
+        raw_confidences=raw,
     )
 
 
