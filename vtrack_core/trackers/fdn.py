@@ -19,6 +19,9 @@ Score and confidence: fc6 gives two logits; the score is their difference (the l
 that a box is the target), the target score the mean over the top 5 candidates, and the
 reported confidence sigmoid(target score), the network's own probability. m = 0 is
 confidence 0.5, the LOST rule's default threshold.
+
+While LOST (issue 20, not in the paper) the fc layers stay frozen and a second, wider region
+is searched each frame (`_redetect`): docs/trackers/fdn.md, "Re-detection after LOST".
 """
 from __future__ import annotations
 
