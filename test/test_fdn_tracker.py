@@ -122,13 +122,21 @@ def _lost_elsewhere(tracker: FDNTracker, offset_sides: float, lost_frames: int =
 
 
 @pytest.mark.slow
-def test_a_lost_fdn_finds_the_target_again_in_its_wide_region(crossing):
-    """Issue 20: FDN LOST 4 target sides left of the pedestrian, on background, beyond its
-    normal region (2 sides each way): the wide region finds him on the next frame, and after
-    `recover_after_frames` passing frames he is TRACKING again; without re-detection the
-    tracker stays where it was. LOST 4 sides to his right, on the other pedestrians, whose
-    score is within `redetect_margin` of his, it stays too: the margin keeps a tracker from
-    jumping between look-alikes."""
+def test_a_lost_fdn_finds_the_target_again_in_its_wide_region(crossing, tmp_path):
+    """Issue 20: FDN LOST on a calibrated score (here an identity map fitted "for" the
+    packaged weights) 4 target sides left of the pedestrian, on background, beyond its normal
+    region (2 sides each way): the wide region finds him on the next frame, and after
+    `recover_after_frames` passing frames he is TRACKING again. Without re-detection, or on
+    a raw score's LOST (FDN's raw LOST is often on a target in view), the tracker stays where
+    it was. LOST 4 sides to his right, on the other pedestrians, whose score is within
+    `redetect_margin` of his, it stays too: the margin keeps it from jumping between look-alikes."""
+    from vtrack_core import calibration as cal
+    from vtrack_core.registry import tracker_class
+
+    source = tracker_class("fdn").calibration_source(tracker_config("fdn"))
+    identity = str(cal.write_calibration(tmp_path / "fdn.calibration.json", cal.ScoreMap("logistic", a=1.0, b=0.0),
+                                         source.files, {"tracker": "fdn"}))
+
     def run(offset_sides: float, frames: int, **settings):
         tracker = create_tracker("fdn", device="cpu", **settings)
         tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
@@ -136,11 +144,12 @@ def test_a_lost_fdn_finds_the_target_again_in_its_wide_region(crossing):
         results = [tracker.update(crossing.image(index)) for index in range(1, frames + 1)]
         return results, [r.box.iou(Box.from_xywh(crossing.ground_truth[i])) for i, r in enumerate(results, 1)]
 
-    results, ious = run(-4.0, 5)
+    results, ious = run(-4.0, 5, calibration=identity)
     assert min(ious) > 0.5, ious  # found on the first frame, followed by the normal region after
     assert results[0].state == TrackState.LOST  # not yet claimed back ...
     assert results[-1].state == TrackState.TRACKING  # ... until recover_after_frames passed
-    results, ious = run(-4.0, 3, redetect=False)
-    assert max(ious) < 0.1 and all(r.state == TrackState.LOST for r in results), ious
-    results, ious = run(4.0, 1)
+    for settings in ({"calibration": identity, "redetect": False}, {"calibration": "none"}):
+        results, ious = run(-4.0, 2, **settings)
+        assert max(ious) < 0.1 and all(r.state == TrackState.LOST for r in results), (settings, ious)
+    results, ious = run(4.0, 1, calibration=identity)
     assert ious[0] < 0.1 and results[0].state == TrackState.LOST, ious

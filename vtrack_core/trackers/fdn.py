@@ -367,7 +367,7 @@ class FDNConfig(DeepTrackerConfig):
     bbreg_aspect: float = 1.1
     bbreg_ridge: float = 1000.0
     # re-detection while LOST (issue 20; not in the paper): a second region, wider, scored on a grid
-    redetect: bool = True  # while LOST: also score a grid of candidates over a wider region, the best looked at again (FDNTracker._redetect)
+    redetect: bool = True  # while LOST on a calibrated score: a grid over a wider region, the best looked at again (_redetect)
     redetect_growth: float = 1.5  # the wide region's side grows by this factor each LOST frame ...
     redetect_max_scale: float = 3.0  # ... up to this many normal region sides, or the whole frame if less
     redetect_step: float = 0.5  # grid step of the wide candidates, x the target's mean side ...
@@ -594,7 +594,7 @@ class FDNTracker(DeepTracker):
         state = clip_boxes(candidates[top_index_np].mean(axis=0), bounds, MIN_SIDE)[0]
         self._set_target(state)
         reported = state
-        if cfg.redetect and self.lost:
+        if cfg.redetect and self.lost_on_calibrated_score:
             found = self._redetect(frame, image.shape)
             if found is not None and found[1] > score + cfg.redetect_margin:
                 state, score = found  # the target seen elsewhere: the normal region moves there
@@ -622,7 +622,8 @@ class FDNTracker(DeepTracker):
         return sigmoid(score)
 
     def _redetect(self, frame: torch.Tensor, image_shape: tuple[int, ...]) -> tuple[np.ndarray, float] | None:
-        """One wide search while the target is LOST (issue 20), besides the normal one. The
+        """One wide search while the target is LOST on a calibrated score (issue 20; uncalibrated,
+        FDN's LOST is too often on a target in view), besides the normal one. The
         shared layers run once more on a region `redetect_window` times wider (growing each
         LOST frame, up to the whole frame) at the same input size, so coarser, and a grid of
         candidates of the target's size (`redetect_step` apart, at most

@@ -198,7 +198,7 @@ class SiamFCConfig(DeepTrackerConfig):
     window_influence: float = 0.176  # cosine window weight (released code)
     out_scale: float = 1e-3
     confidence_threshold: float = 0.5  # sigmoid of the best score
-    redetect: bool = True  # while LOST: search a wider window at the target's scale (SiamFCTracker._redetect)
+    redetect: bool = True  # while LOST on a calibrated score: search a wider window at the target's scale (_redetect)
     redetect_growth: float = 1.5  # the window's side grows by this factor each LOST frame ...
     redetect_max_scale: float = 3.0  # ... up to this many normal search sides, or the whole frame if less
     #                                  (a frame then costs up to its square in embedding work: ~9x at 3)
@@ -284,7 +284,7 @@ class SiamFCTracker(DeepTracker):
         blended = (1 - cfg.window_influence) * normalised + cfg.window_influence * self.window
         scale_index, peak, peak_logit = torch.stack(
             [best_scale.float(), torch.argmax(blended).float(), peak_logit.float()]).tolist()
-        if cfg.redetect and self.lost:
+        if cfg.redetect and self.lost_on_calibrated_score:
             found = self._redetect(frame, image, x_side)
             if found is not None and found[1] > peak_logit + cfg.redetect_margin:
                 self.center = found[0]  # a clearly better match elsewhere: the target is there
