@@ -189,10 +189,11 @@ def calibration_frames(
     gt = np.asarray(ground_truth, dtype=np.float64).reshape(-1, 4)
     confidences = np.asarray(confidences, dtype=np.float64).reshape(-1)
     states = np.asarray(states, dtype=np.int64).reshape(-1)
+    raws = None if raw_confidences is None else np.asarray(raw_confidences, dtype=np.float64).reshape(-1)
     n = len(gt)
-    if not (len(boxes) == len(confidences) == len(states) == n):
-        raise ValueError(f"{len(boxes)} boxes, {len(confidences)} confidences, {len(states)} states "
-                         f"for {n} ground-truth rows")
+    if not (len(boxes) == len(confidences) == len(states) == n) or (raws is not None and len(raws) != n):
+        raise ValueError(f"{len(boxes)} boxes, {len(confidences)} confidences, {len(states)} states"
+                         f"{'' if raws is None else f', {len(raws)} raw scores'} for {n} ground-truth rows")
     after = np.arange(n) > (init_index if init_index is not None else n)
     present = after & valid_ground_truth(gt)
     absent = after & ~np.isfinite(gt).all(axis=1)
@@ -202,10 +203,8 @@ def calibration_frames(
     on_target = np.nan_to_num(overlap, nan=-1.0) >= ON_TARGET_IOU
     absent_conf = confidences[absent]
     returns, reacquired = reacquisitions(boxes, states, gt, present, absent)
-    raw = None
-    if raw_confidences is not None:
-        raw = np.clip(np.asarray(raw_confidences, dtype=np.float64).reshape(-1)[rated], 0.0, 1.0)
-        raw = raw if len(raw) == int(rated.sum()) and np.isfinite(raw).all() else None
+    raw = None if raws is None else np.clip(raws[rated], 0.0, 1.0)
+    raw = raw if raw is not None and np.isfinite(raw).all() else None  # a frame without one: undefined
     return CalibrationFrames(
         confidence=np.clip(confidences[rated], 0.0, 1.0),
         on_target=on_target,

@@ -426,7 +426,7 @@ class FDNTracker(DeepTracker):
         re-detection region, at the same input size, so coarser): (the shared layers'
         features, region origin in the image, input pixels per image pixel)."""
         centre = self.center if centre is None else centre
-        zoom = self.config.target_px / float(self.target_size.mean()) / factor
+        zoom = self._region_zoom(factor)
         side = self.region_px / zoom
         crop = crop_and_resize(frame, torch.as_tensor(centre - 0.5, device=self.device, dtype=torch.float32),
                                torch.tensor([side], device=self.device, dtype=torch.float32), self.region_px,
@@ -434,6 +434,11 @@ class FDNTracker(DeepTracker):
         with torch.no_grad():
             features = self.net.features(crop.contiguous(memory_format=torch.channels_last)).float()
         return features, centre - side / 2, zoom
+
+    def _region_zoom(self, factor: float = 1.0) -> float:
+        """Input pixels per image pixel of the search region (`factor` times wider: that much
+        coarser): the target `target_px` wide in the normal one."""
+        return self.config.target_px / float(self.target_size.mean()) / factor
 
     def _roi_features(self, features: torch.Tensor, origin: np.ndarray, zoom: float, boxes: np.ndarray) -> torch.Tensor:
         xyxy = (xywh_to_xyxy(boxes) - np.tile(origin, 2)) * zoom
@@ -637,9 +642,8 @@ class FDNTracker(DeepTracker):
         cfg = self.config
         height, width = image_shape[:2]
         image_bounds = np.array([0.0, 0.0, float(width), float(height)])
-        normal_side = self.region_px * float(self.target_size.mean()) / cfg.target_px
-        window = redetect_window(self.center, normal_side, image_shape, self.lost_rule.lost_frames,
-                                 cfg.redetect_growth, cfg.redetect_max_scale)
+        window = redetect_window(self.center, self.region_px / self._region_zoom(), image_shape,
+                                 self.lost_rule.lost_frames, cfg.redetect_growth, cfg.redetect_max_scale)
         features, origin, zoom = self._region(frame, window.centre, window.factor)
         grid = grid_boxes(self._region_bounds(origin, zoom, width, height), self.target_size,
                           cfg.redetect_step * float(self.target_size.mean()), cfg.redetect_candidates)
