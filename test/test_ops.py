@@ -115,3 +115,21 @@ def test_grid_boxes_cover_the_bounds_at_the_step_and_respect_the_cap():
     assert 50 <= len(capped) <= 100
     tiny = grid_boxes(np.array([0.0, 0.0, 30.0, 30.0]), np.array([40.0, 60.0]), 5.0, 50)
     assert len(tiny) == 1  # a box larger than the bounds: one, where it starts
+
+
+def test_tiles_cover_the_window_inside_the_image_and_respect_the_cap():
+    from vtrack_core.ops.redetect import RedetectWindow, tile_centres
+
+    shape = (480, 640, 3)
+    window = RedetectWindow(np.array([300.0, 240.0]), 3.0, False)  # 300 px around x 300, y 240
+    tiles = tile_centres(window, 100.0, shape, 0.5, 100)
+    xs, ys = np.unique(tiles[:, 0]), np.unique(tiles[:, 1])
+    assert len(tiles) == len(xs) * len(ys) == 25  # 200 px of centres each way, 50 px apart at most
+    assert xs.min() >= 150.0 + 50.0 - 1e-9 and xs.max() <= 450.0 - 50.0 + 1e-9  # patches inside the window
+    assert ys.min() >= 90.0 + 50.0 - 1e-9 and ys.max() <= 390.0 - 50.0 + 1e-9
+    assert np.diff(xs).max() <= 50.0 + 1e-9 and np.diff(ys).max() <= 50.0 + 1e-9
+    assert len(tile_centres(window, 100.0, shape, 0.5, 9)) <= 9
+    edge = tile_centres(RedetectWindow(np.array([20.0, 240.0]), 3.0, False), 100.0, shape, 0.5, 100)
+    assert edge[:, 0].min() >= 50.0 - 1e-9  # the part of the window off the image holds no tile
+    tall = tile_centres(RedetectWindow(np.array([320.0, 240.0]), 1.0, True), 640.0, shape, 0.5, 100)
+    assert len(tall) == 1 and np.allclose(tall[0], [320.0, 240.0])  # narrower than a patch: the middle

@@ -59,6 +59,7 @@ from ..backbones.resnet import ResNetOS8, output_size
 from ..deep_tracker import DeepTracker, DeepTrackerConfig
 from ..ops.crops import crop_and_resize
 from ..ops.maps import gaussian_label, hann_window
+from ..ops.redetect import redetect_window, tile_centres
 from ..ops.scales import ScalePyramid
 from ..weights import WeightsError, load_torch_state_dict
 
@@ -406,6 +407,13 @@ class RARConfig(DeepTrackerConfig):
     spatial_attention: bool = True  # RAR_NSA when false (all three false: RAR_NAA)
     hierarchical: bool = True  # RAR_NHF when false (conv5_3 only)
     confidence_threshold: float = 0.2  # response peak (see the module docstring)
+    redetect: bool = True  # while LOST on a calibrated score: normal-size patches tiled over a wider window (_redetect)
+    redetect_growth: float = 1.5  # the window's side grows by this factor each LOST frame ...
+    redetect_max_scale: float = 3.0  # ... up to this many patch sides, or the whole frame if less
+    redetect_step: float = 0.5  # tiles this many patch sides apart (the Hann window damps a patch's rim) ...
+    redetect_max_tiles: int = 16  # ... further apart where more would be needed: a LOST frame costs at most
+    #                               this many more patch passes, plus one (a frame's normal work: 3 + 1 + k = 8)
+    redetect_margin: float = 0.1  # response peak (label height 1) by which the best tile must beat the normal search
 
 
 def context_offsets(width: float, height: float, count: int) -> np.ndarray:
@@ -485,12 +493,17 @@ class RARTracker(DeepTracker):
         responses = respond(self.filter, features, cfg.lambda1)  # scales x S x S
         best = int(self.scales.best(responses.amax(dim=(1, 2))))
         d_row, d_col, peak = peak_offset(responses[best])
-        cell = cell_pixels(sides[best], cfg.input_size)  # image px per cell at the chosen scale
-        self.center = self.center + np.array([d_col, d_row]) * cell
-        self.target_size = self.scales.new_size(self.target_size, best)
-        self.keep_in_image(image.shape)
         previous = self.lstm_state
-        self.lstm_state = select_state(state, best)
+        found = self._redetect(frame, image.shape) if cfg.redetect and self.lost_on_calibrated_score else None
+        if found is not None and found[1] > peak + cfg.redetect_margin:
+            # A clearly better match elsewhere: the target is there, at its last size.
+            self.center, peak, self.lstm_state = found
+        else:
+            cell = cell_pixels(sides[best], cfg.input_size)  # image px per cell at the chosen scale
+            self.center = self.center + np.array([d_col, d_row]) * cell
+            self.target_size = self.scales.new_size(self.target_size, best)
+            self.lstm_state = select_state(state, best)
+        self.keep_in_image(image.shape)
         # No filter update while LOST once the score is calibrated (issue 20): the target may be
         # absent. On the raw peak (RAR LOST on 27 % of dev's present frames) freezing cost dev
         # AUC 0.588 -> 0.540 (docs/trackers/rar.md), so an uncalibrated RAR keeps learning.
@@ -499,3 +512,32 @@ class RARTracker(DeepTracker):
             new_filter, _ = self._learn(frame, previous)
             self.filter = self.filter.blend(new_filter, update_weight(cfg.update_rate, cfg.update_interval))
         return peak
+
+    def _redetect(self, frame: torch.Tensor, image_shape: tuple[int, ...]
+                  ) -> tuple[np.ndarray, float, list[LSTMState | None]] | None:
+        """One wide search while the target is LOST (issue 20), besides the normal one: the
+        filter correlated over normal-size patches (the last scale, the previous LSTM state)
+        tiled over a window that grows each LOST frame up to the whole frame (`redetect_window`,
+        `tile_centres`), all in one batch; the filter is not applied to a coarser, wider patch,
+        since its response is learnt at one zoom. The tiles' peaks only rank (the Hann window
+        damps a target off a tile's centre): a patch centred on the best one gives the score.
+        Returns that patch's peak position in the image, its response and its LSTM state when
+        its calibrated score passes the threshold, else None; `_track` moves there only if
+        the peak beats the normal search's by `redetect_margin`. Cost per LOST frame: at most
+        `redetect_max_tiles` + 1 patch passes."""
+        cfg = self.config
+        side = self._patch_side()
+        cell = cell_pixels(side, cfg.input_size)
+        window = redetect_window(self.center, side, image_shape, self.lost_rule.lost_frames,
+                                 cfg.redetect_growth, cfg.redetect_max_scale)
+        centres = tile_centres(window, side, image_shape, cfg.redetect_step, cfg.redetect_max_tiles)
+        features, _ = self._features(frame, centres, np.full(len(centres), side), self.lstm_state)
+        responses = respond(self.filter, features, cfg.lambda1)  # tiles x S x S
+        best = int(torch.argmax(responses.amax(dim=(1, 2))))
+        d_row, d_col, _ = peak_offset(responses[best])
+        centre = centres[best] + np.array([d_col, d_row]) * cell
+        features, state = self._features(frame, centre[None], np.array([side]), self.lstm_state)
+        d_row, d_col, peak = peak_offset(respond(self.filter, features, cfg.lambda1)[0])
+        if self.calibrated(peak) < self.lost_rule.threshold:
+            return None
+        return centre + np.array([d_col, d_row]) * cell, peak, select_state(state, 0)
