@@ -340,3 +340,38 @@ def test_heat_map_networks_fit_the_first_frame_whatever_the_seed(backbone, dev_d
         with torch.no_grad():
             assert float(tracker.gnet(high).max()) > 0.8, (seed, "gnet")
             assert float(tracker.snet(mid).max()) > 0.8, (seed, "snet")
+
+
+@pytest.mark.slow
+def test_a_lost_fcnt_finds_the_target_again_over_its_tiles(dev_dataset_dir, tmp_path):
+    """Issue 20: FCNT LOST on a calibrated score (a map fitted "for" the installed VGG-16 that
+    puts 0.5 at the raw default threshold, 0.3) with its ROI 3 target sides left of the
+    pedestrian, beyond what its candidates reach: GNet over the ROIs tiled across the wide
+    window finds him on the next frame, TRACKING after `recover_after_frames` passing frames;
+    without re-detection, or on the raw score's LOST, it stays on the background."""
+    import math
+
+    from vtrack_core import calibration as cal
+    from vtrack_core.registry import tracker_class, tracker_config
+
+    crossing = load_dataset(dev_dataset_dir, ["Crossing"])[0]
+    source = tracker_class("fcnt").calibration_source(tracker_config("fcnt"))
+    calibration = str(cal.write_calibration(tmp_path / "fcnt.calibration.json",
+                                            cal.ScoreMap("logistic", a=1.0, b=-math.log(0.3 / 0.7)),
+                                            source.files, {"tracker": "fcnt"}))
+
+    def run(frames: int, **settings):
+        tracker = create_tracker("fcnt", device="cpu", **settings)
+        tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+        tracker.center = tracker.center + np.array([-3.0 * tracker.target_size.mean(), 0.0])
+        tracker.lost_rule.lost, tracker.lost_rule.lost_frames = True, 3
+        results = [tracker.update(crossing.image(index)) for index in range(1, frames + 1)]
+        return results, [r.box.iou(Box.from_xywh(crossing.ground_truth[i])) for i, r in enumerate(results, 1)]
+
+    results, ious = run(4, calibration=calibration)
+    assert min(ious) > 0.5, ious
+    assert results[0].state == TrackState.LOST  # not yet claimed back ...
+    assert results[-1].state == TrackState.TRACKING  # ... until recover_after_frames passed
+    for settings in ({"calibration": calibration, "redetect": False}, {"calibration": "none"}):
+        results, ious = run(2, **settings)
+        assert max(ious) < 0.1, (settings, ious)

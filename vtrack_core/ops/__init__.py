@@ -6,5 +6,5 @@ tracker's module; backbones live in `vtrack_core.backbones`):
 * `scales`: the scale pyramid with its penalty and damped update (SiamFC, RAR).
 * `sampling`: candidate and training boxes around a target (FDN, FDN training, FCNT).
 * `redetect`: the window searched while a target is LOST, growing each frame (SiamFC, FDN),
-  and its tiling by normal-size patches (RAR).
+  and its tiling by normal-size patches (RAR, FCNT).
 """

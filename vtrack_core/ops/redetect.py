@@ -1,7 +1,7 @@
 """The re-detection window every tracker searches while its target is LOST (issue 20): it
 grows each LOST frame by a factor, up to a cap, or to what covers the whole frame, after
 which it is centred on the frame. SiamFC correlates its exemplar over it; FDN scores a grid
-of candidates over it; RAR tiles it with normal-size patches (`tile_centres`). One rule, so
+of candidates over it; RAR and FCNT tile it with normal-size patches (`tile_centres`). One rule, so
 that every tracker's wide search grows alike."""
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def tile_centres(window: RedetectWindow, search_side: float, image_shape: tuple[
                  max_tiles: int) -> np.ndarray:
     """Centres (N x 2, x y pixels) of normal-size search patches tiling `window` where it lies
     in the image, for trackers whose score map loses the target at a coarser zoom (RAR's
-    correlation filter): the wide search is then many normal searches in one batch. On
+    correlation filter, FCNT's heat maps): the wide search is then many normal searches in one batch. On
     `grid_boxes`' grid, `step` patch sides apart or further where it would pass `max_tiles`;
     along an axis where window and image overlap by less than a patch, one tile in the middle."""
     height, width = image_shape[:2]

@@ -62,7 +62,8 @@ from ..deep_tracker import PACKAGED_WEIGHTS, DeepTracker, DeepTrackerConfig
 from ..tracker import TrackerConfig
 from ..ops.crops import crop_and_resize
 from ..ops.maps import gaussian_label
-from ..ops.sampling import SampleSpec, draw_boxes
+from ..ops.redetect import redetect_window, tile_centres
+from ..ops.sampling import SampleSpec, draw_boxes, grid_boxes
 
 # Backbone -> (mid-level tap, high-level tap): SNet reads the first, GNet the second.
 TWO_LEVELS = {
@@ -293,6 +294,14 @@ class FCNTConfig(DeepTrackerConfig):
     use_snet: bool = True  # ablation: False = FCNT_G
     seed: int = 0
     confidence_threshold: float = 0.3
+    redetect: bool = True  # while LOST on a calibrated score: GNet over normal-size ROIs tiled over a wider window
+    redetect_growth: float = 1.5  # the window's side grows by this factor each LOST frame ...
+    redetect_max_scale: float = 3.0  # ... up to this many ROI sides, or the whole frame if less
+    redetect_step: float = 0.5  # ROIs this many ROI sides apart ...
+    redetect_max_tiles: int = 9  # ... further apart where more would be needed: at most this many more
+    #                              backbone ROIs on a LOST frame (in one batch; a normal frame reads one)
+    redetect_box_step: float = 0.25  # target-size boxes on each ROI's heat map, this x the mean side apart
+    redetect_margin: float = 0.1  # strength (heat-map share of the first frame's) by which the wide best must win
 
 
 class FCNTTracker(DeepTracker):
@@ -358,18 +367,27 @@ class FCNTTracker(DeepTracker):
         """The target as x, y, w, h (candidates and heat maps are boxes)."""
         return np.concatenate([self.center - self.target_size / 2, self.target_size])
 
-    def _crop(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
-        """ROI around the target: (mid, high features on the mid grid, origin, zoom)."""
+    def _roi_side(self) -> float:
         cfg = self.config
-        side = cfg.roi_context * (float(self.target_size.mean()) if cfg.roi_follows_target else self.mean_side)
-        zoom = cfg.roi_size / side
-        roi = crop_and_resize(frame, torch.as_tensor(self.center - 0.5, device=self.device, dtype=torch.float32),
-                              torch.tensor([side], device=self.device), cfg.roi_size, self.fill)
+        return cfg.roi_context * (float(self.target_size.mean()) if cfg.roi_follows_target else self.mean_side)
+
+    def _rois(self, frame: torch.Tensor, centres: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """ROIs of the normal side around N centres in one backbone pass: (mid, high features
+        on the mid grid, N each; zoom)."""
+        cfg = self.config
+        side = self._roi_side()
+        roi = crop_and_resize(frame, torch.as_tensor(centres - 0.5, device=self.device, dtype=torch.float32),
+                              torch.full((len(centres),), side, device=self.device), cfg.roi_size, self.fill)
         with torch.no_grad():
             maps = self.backbone(roi.to(self.dtype).contiguous(memory_format=torch.channels_last), self.taps)
             mid, high = maps[self.taps[0]].contiguous(), maps[self.taps[1]].contiguous()
             high = resample_to_grid(high, self.high_geometry, mid.shape[-2:], self.geometry)
-        return mid.float(), high.float(), self.center - side / 2, zoom
+        return mid.float(), high.float(), cfg.roi_size / side
+
+    def _crop(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
+        """ROI around the target: (mid, high features on the mid grid, origin, zoom)."""
+        mid, high, zoom = self._rois(frame, self.center[None])
+        return mid, high, self.center - self._roi_side() / 2, zoom
 
     def _to_cells(self, boxes_xywh: np.ndarray, origin: np.ndarray, zoom: float) -> torch.Tensor:
         """Image boxes (x, y, w, h) -> map-cell x1 y1 x2 y2 (cell i covers input pixels
@@ -474,6 +492,10 @@ class FCNTTracker(DeepTracker):
             best, inside, _ = self._locate(s_map, candidates, origin, zoom)
         box = candidates[best]
         strength = float(inside) / max(self.ideal_sum, 1e-9)  # unclipped: ranks results above 1 too
+        if cfg.redetect and self.lost_on_calibrated_score:
+            found = self._redetect(frame, image.shape)
+            if found is not None and found[1] > strength + cfg.redetect_margin:
+                box, strength = found  # a clearly better match elsewhere: the target is there
         confidence = min(strength, 1.0)
         self.center = np.clip(box[:2] + box[2:] / 2, 0, [width - 1, height - 1])
         self.target_size = box[2:].copy()
@@ -500,3 +522,36 @@ class FCNTTracker(DeepTracker):
                           self.snet_optimizer, cfg.update_iterations)
                 self.snet_updates["discrimination"] += 1
         return confidence
+
+    def _redetect(self, frame: torch.Tensor, image_shape: tuple[int, ...]) -> tuple[np.ndarray, float] | None:
+        """One wide search while the target is LOST (issue 20), besides the normal one. The
+        heat maps fail at a coarser zoom (docs/trackers/fcnt.md), so the window, growing each
+        LOST frame up to the whole frame (`redetect_window`), is tiled with ROIs of the normal
+        side (`tile_centres`, at most `redetect_max_tiles`), read in one backbone batch. GNet
+        (SNet for FCNT_S), the category-level map that is stable under appearance change,
+        scores a grid of target-size boxes on each. Returns the best box (x, y, w, h) and its
+        strength when its calibrated score passes the threshold, else None; `_track` takes it
+        only if it beats the normal search's by `redetect_margin`."""
+        cfg = self.config
+        side = self._roi_side()
+        window = redetect_window(self.center, side, image_shape, self.lost_rule.lost_frames,
+                                 cfg.redetect_growth, cfg.redetect_max_scale)
+        centres = tile_centres(window, side, image_shape, cfg.redetect_step, cfg.redetect_max_tiles)
+        mid, high, zoom = self._rois(frame, centres)
+        with torch.no_grad():
+            if cfg.use_gnet:
+                maps = self.gnet(high[:, self.keep_high] / self.scales[1] - self.centres[1])[:, 0]
+            else:
+                maps = self.snet(mid[:, self.keep_mid] / self.scales[0] - self.centres[0])[:, 0]
+        found: tuple[np.ndarray, float] | None = None
+        step = cfg.redetect_box_step * float(self.target_size.mean())
+        for centre, heatmap in zip(centres, maps):  # a few tiles; the boxes of each are scored at once
+            origin = centre - side / 2
+            boxes = grid_boxes(np.array([*origin, side, side]), self.target_size, step, cfg.candidates)
+            index, inside, _ = self._locate(heatmap, boxes, origin, zoom)
+            strength = float(inside) / max(self.ideal_sum, 1e-9)
+            if found is None or strength > found[1]:
+                found = (boxes[index], strength)
+        if found is None or self.calibrated(min(found[1], 1.0)) < self.lost_rule.threshold:
+            return None
+        return found
