@@ -338,10 +338,15 @@ class FCNTTracker(DeepTracker):
     def backbone_file(config: FCNTConfig) -> str | None:
         """The backbone weights FCNT runs on: `backbone_weights` (or its alias `weights`),
         FDN's VGG-M file for `vggm`, else None (the backbone's installed ImageNet weights)."""
-        weights = config.backbone_weights or config.weights or None
+        weights = FCNTTracker.own_backbone_file(config)
         if weights is None and config.backbone == "vggm":
             weights = str(PACKAGED_WEIGHTS / "fdn.pt")
         return weights
+
+    @staticmethod
+    def own_backbone_file(config: TrackerConfig) -> str | None:
+        """A backbone file the user chose (`backbone_weights` or its alias `weights`), else None."""
+        return getattr(config, "backbone_weights", "") or getattr(config, "weights", "") or None
 
     @classmethod
     def calibration_source(cls, config: TrackerConfig) -> CalibrationSource:
@@ -349,7 +354,7 @@ class FCNTTracker(DeepTracker):
         packaged calibration is `fcnt_<backbone>.calibration.json`, fitted for the installed
         weights' sha256; a backbone file of one's own gets `<its stem>.fcnt.calibration.json`
         beside it."""
-        own = config.backbone_weights or getattr(config, "weights", "")  # type: ignore[attr-defined]
+        own = cls.own_backbone_file(config)
         if own:
             path = Path(own)
             return CalibrationSource(path.with_name(f"{path.stem}.fcnt.calibration.json"), {"backbone": path})
