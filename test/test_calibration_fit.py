@@ -154,8 +154,9 @@ def test_uncalibrated_trackers_say_so() -> None:
     assert "calibrated (isotonic" in lines["siamfc"] or "calibrated (logistic" in lines["siamfc"]
     for name in ("csrt", "kcf", "mil"):
         assert "no score to calibrate" in lines[name]
-    for name in ("fdn", "rar", "fcnt"):
-        assert "not calibrated" in lines[name]
+    for name in ("fdn", "rar"):  # their packaged weights carry a calibration
+        assert "calibrated (isotonic" in lines[name] or "calibrated (logistic" in lines[name]
+    assert "not calibrated" in lines["fcnt"]
 
 
 # --- at run time ------------------------------------------------------------------------------
@@ -230,12 +231,14 @@ def test_a_calibration_for_other_weights_is_not_applied(tmp_path: Path, dev_data
 
 
 def test_threshold_default_becomes_05_only_where_calibrated(tmp_path: Path) -> None:
-    """RAR's raw default is 0.2; with a calibration (here a test one fitted for its default
-    weights) its default is the calibrated 0.5, and a threshold someone chose stays."""
+    """RAR's raw default is 0.2; with a calibration (the packaged one, or here a test one fitted
+    for its default weights) its default is the calibrated 0.5, and a threshold someone chose
+    stays."""
     rar_weights = WEIGHTS / "rar_mobilenet_v2.pt"
     path = cal.write_calibration(tmp_path / "rar.calibration.json", cal.ScoreMap("logistic", a=1.0, b=0.0),
                                  {"weights": rar_weights}, {"tracker": "rar"})
-    assert create_tracker("rar", device="cpu").config.confidence_threshold == 0.2  # no packaged file
+    assert create_tracker("rar", device="cpu", calibration="none").config.confidence_threshold == 0.2
+    assert create_tracker("rar", device="cpu").config.confidence_threshold == 0.5  # the packaged file
     calibrated = create_tracker("rar", device="cpu", calibration=str(path))
     assert calibrated.calibration is not None and calibrated.config.confidence_threshold == 0.5
     chosen = create_tracker("rar", device="cpu", calibration=str(path), confidence_threshold=0.2)
