@@ -538,6 +538,9 @@ def test_catch_up_inits_do_not_hold_up_live_frames(tracker_node, couple):
             break  # frames go on after the answers: a result lost in transport is repaired by the next one
         next_time += period
         tracker_node.wait_for(lambda: time.monotonic() >= next_time, 1.0)
+    if answered is None:  # the video ran out first (a loaded machine): the answers must still come
+        tracker_node.wait_for(lambda: all(f.done() for f in futures), 30.0)
+        answered = time.monotonic() if all(f.done() for f in futures) else None
     assert answered is not None, [f.done() for f in futures]
     last = max(sent)
     assert tracker_node.wait_for(lambda: any(s == last for _, s in arrivals), 20.0)
