@@ -19,7 +19,6 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("rosbags", reason="rosbags is not installed: run tools/setup.sh")
 
 from vtrack_core import Box  # noqa: E402
-from vtrack_core.boxes import iou  # noqa: E402
 from vtrack_core.bags import BagError, BagSource, camera_info_topic, format_stamp, parse_stamp_ns  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -412,12 +411,8 @@ def test_demo_tracks_a_compressed_bag_through_the_node(couple, couple_gt, tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())
     # How many frames a loaded machine tracks varies (39 of 39 alone, 29 and 13 of 39 in clean-clone
-    # CI runs): ask for a quarter, and that the frames it did track are on the couple.
+    # CI runs): ask for a quarter; that the tracked ones are on the couple is checked below.
     assert summary["frames"] == frames and summary["processed_frames"] >= 0.25 * (frames - 1), summary
-    rows = np.loadtxt(out / "boxes.txt", delimiter=",", ndmin=2)
-    tracked = np.flatnonzero(np.isfinite(rows[:, 0]))[1:]  # after the init frame
-    overlaps = iou(rows[tracked, :4], np.asarray(couple_gt)[tracked])
-    assert len(tracked) == summary["processed_frames"] and np.mean(overlaps) > 0.5, (len(tracked), overlaps)
     assert "/vtrack_demo/image/compressed" in (out / "tracker_node.log").read_text()
     assert "recorded timing x1" in (out / "video_publisher.log").read_text()
     boxes = np.loadtxt(out / "boxes.txt", delimiter=",", ndmin=2)[:, :4]
