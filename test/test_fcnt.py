@@ -240,6 +240,32 @@ def test_fcnt_confidence_falls_when_the_target_is_gone(dev_dataset_dir):
     assert hidden[-1].state == TrackState.LOST
 
 
+@pytest.mark.slow
+def test_a_lost_fcnt_learns_from_a_target_in_view_and_not_from_one_painted_over(dev_dataset_dir):
+    """Issue 20: with the packaged calibration, a LOST FCNT still records SNet's training
+    sample (the frame's best result, kept for the next adaptation) where the pedestrian is in
+    view (calibrated score at or above `freeze_below`), and not where he is painted over;
+    `freeze_below: 1.0` keeps SNet from learning on every LOST frame."""
+    crossing = load_dataset(dev_dataset_dir, ["Crossing"])[0]
+
+    def learns(tracker, image: np.ndarray) -> tuple[bool, float]:
+        tracker.lost_rule.lost, tracker.lost_rule.lost_frames = True, 5
+        tracker.best_recent = None
+        result = tracker.update(image)
+        return tracker.best_recent is not None, result.confidence
+
+    tracker = create_tracker("fcnt", device="cpu")
+    assert tracker.calibration is not None
+    tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+    learnt, confidence = learns(tracker, crossing.image(1))
+    assert confidence >= tracker.config.freeze_below and learnt
+    learnt, confidence = learns(tracker, target_painted_over(crossing, 2))
+    assert confidence < tracker.config.freeze_below and not learnt
+    tracker.config = tracker.config.with_overrides(freeze_below=1.0)
+    learnt, confidence = learns(tracker, crossing.image(3))
+    assert confidence >= 0.15 and not learnt
+
+
 # --- Section 3's observations, on the VGG-16 FCNT runs on (ImageNet -> HED weights) ----------------
 def _vgg16_levels(image: np.ndarray, box: np.ndarray, backbone, side: float, size: int):
     """conv4-3 and conv5-3 of a `side` px square around the box's centre resampled to `size`

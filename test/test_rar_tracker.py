@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from vtrack_core import Box, create_tracker
 from vtrack_core.eval.datasets import load_dataset
@@ -99,6 +100,32 @@ def test_confidence_falls_when_the_target_is_gone(crossing):
     assert all(r.state == TrackState.TRACKING for r in on_target)
     assert all(r.confidence < threshold for r in hidden[2:])
     assert hidden[-1].state == TrackState.LOST
+
+
+@pytest.mark.slow
+def test_a_lost_rar_learns_from_a_target_in_view_and_not_from_one_painted_over(crossing):
+    """Issue 20: with the packaged calibration, a LOST RAR still updates its filter on a frame
+    where the pedestrian is in view (calibrated score at or above `freeze_below`: RAR calls
+    LOST on in-view targets), and not on one where he is painted over (score below it);
+    `freeze_below: 1.0` freezes it on every LOST frame."""
+    def filter_changes(tracker: RARTracker, image: np.ndarray) -> tuple[bool, float]:
+        tracker.lost_rule.lost, tracker.lost_rule.lost_frames = True, 5
+        before = tracker.filter.numerator.clone()
+        result = tracker.update(image)
+        return not torch.equal(before, tracker.filter.numerator), result.confidence
+
+    tracker = create_tracker("rar", device="cpu")
+    assert tracker.calibration is not None and tracker.lost_on_calibrated_score is False
+    tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+    learnt, confidence = filter_changes(tracker, crossing.image(1))
+    assert confidence >= tracker.config.freeze_below and learnt
+    learnt, confidence = filter_changes(tracker, target_painted_over(crossing, 2))
+    assert confidence < tracker.config.freeze_below and not learnt
+
+    always_frozen = create_tracker("rar", device="cpu", freeze_below=1.0)
+    always_frozen.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+    learnt, confidence = filter_changes(always_frozen, crossing.image(1))
+    assert confidence >= tracker.config.freeze_below and not learnt
 
 
 @pytest.mark.slow

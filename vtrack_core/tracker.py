@@ -166,9 +166,9 @@ class Tracker(ABC):
     @property
     def lost_on_calibrated_score(self) -> bool:
         """LOST, and from a calibrated score: then the target is likely gone. Only then do the
-        trackers search wider (SiamFC, FDN) and do those whose raw scores call LOST on targets
-        still in view (RAR, FCNT) stop learning: on a raw LOST, FDN's wide search jumped to
-        look-alikes (docs/trackers/fdn.md)."""
+        trackers search wider and stop learning (RAR and FCNT only from frames whose calibrated
+        score is also below their `freeze_below`: they stay LOST on targets still in view); on
+        a raw LOST, FDN's wide search jumped to look-alikes (docs/trackers/fdn.md)."""
         return self.lost and self.calibration is not None
 
     def calibrated(self, raw: float) -> float:

@@ -302,6 +302,8 @@ class FCNTConfig(DeepTrackerConfig):
     #                              backbone ROIs on a LOST frame (in one batch; a normal frame reads one)
     redetect_box_step: float = 0.25  # target-size boxes on each ROI's heat map, this x the mean side apart
     redetect_margin: float = 0.1  # strength (heat-map share of the first frame's) by which the wide best must win
+    freeze_below: float = 0.15  # while LOST on a calibrated score, SNet learns nothing from frames whose
+    #                             calibrated confidence is below this (target likely absent); 1.0: from no LOST frame
 
 
 class FCNTTracker(DeepTracker):
@@ -504,9 +506,11 @@ class FCNTTracker(DeepTracker):
         confidence = min(strength, 1.0)
         self.center = np.clip(box[:2] + box[2:] / 2, 0, [width - 1, height - 1])
         self.target_size = box[2:].copy()
-        # sec. 4.3: SNet updates (GNet fixed); none while LOST once the score is calibrated (the
-        # target may be absent; issue 20); the raw heat-map ratio's LOST does not mean that yet
-        if cfg.use_snet and not self.lost_on_calibrated_score:
+        # sec. 4.3: SNet updates (GNet fixed); none from a frame where the target is likely absent
+        # (issue 20): LOST on a calibrated score and that score below `freeze_below` (LOST alone
+        # froze SNet on in-view targets: docs/trackers/fcnt.md, "Freezing while LOST")
+        absent = self.lost_on_calibrated_score and self.calibrated(confidence) < cfg.freeze_below
+        if cfg.use_snet and not absent:
             target = self._target_map(self.state, origin, zoom)
             if self.best_recent is None or strength > self.best_recent[0]:
                 self.best_recent = (strength, mid.detach(), target)

@@ -414,6 +414,8 @@ class RARConfig(DeepTrackerConfig):
     redetect_max_tiles: int = 16  # ... further apart where more would be needed: a LOST frame costs at most
     #                               this many more patch passes, plus one (a frame's normal work: 3 + 1 + k = 8)
     redetect_margin: float = 0.1  # response peak (label height 1) by which the best tile must beat the normal search
+    freeze_below: float = 0.15  # while LOST on a calibrated score, the filter learns nothing from frames whose
+    #                             calibrated confidence is below this (target likely absent); 1.0: from no LOST frame
 
 
 def context_offsets(width: float, height: float, count: int) -> np.ndarray:
@@ -504,10 +506,11 @@ class RARTracker(DeepTracker):
             self.target_size = self.scales.new_size(self.target_size, best)
             self.lstm_state = select_state(state, best)
         self.keep_in_image(image.shape)
-        # No filter update while LOST once the score is calibrated (issue 20): the target may be
-        # absent. On the raw peak (RAR LOST on 27 % of dev's present frames) freezing cost dev
-        # AUC 0.588 -> 0.540 (docs/trackers/rar.md), so an uncalibrated RAR keeps learning.
-        frozen = self.lost_on_calibrated_score
+        # No filter update from a frame where the target is likely absent (issue 20): LOST on a
+        # calibrated score and that score below `freeze_below`. LOST alone is not enough: RAR
+        # stays LOST on in-view targets whose calibrated peak sits at 0.3-0.5, and freezing on
+        # those cost dev AUC (docs/trackers/rar.md, "Freezing while LOST").
+        frozen = self.lost_on_calibrated_score and self.calibrated(peak) < cfg.freeze_below
         if cfg.update_rate > 0 and not frozen and (self.frame_index + 1) % max(1, cfg.update_interval) == 0:
             new_filter, _ = self._learn(frame, previous)
             self.filter = self.filter.blend(new_filter, update_weight(cfg.update_rate, cfg.update_interval))
