@@ -166,10 +166,15 @@ class Tracker(ABC):
     @property
     def lost_on_calibrated_score(self) -> bool:
         """LOST, and from a calibrated score: then the target is likely gone. Only then do the
-        trackers search wider and stop learning (RAR and FCNT only from frames whose calibrated
-        score is also below their `freeze_below`: they stay LOST on targets still in view); on
+        trackers search wider and stop learning (RAR and FCNT only where `likely_absent`); on
         a raw LOST, FDN's wide search jumped to look-alikes (docs/trackers/fdn.md)."""
         return self.lost and self.calibration is not None
+
+    def likely_absent(self, raw: float, below: float) -> bool:
+        """LOST on a calibrated score and this frame's `raw` score, calibrated, under `below`:
+        the frame a tracker learns nothing from (RAR and FCNT stay LOST on targets in view, so
+        LOST alone does not mean absent; their `freeze_below` is `below`)."""
+        return self.lost_on_calibrated_score and self.calibrated(raw) < below
 
     def calibrated(self, raw: float) -> float:
         """The confidence `update()` will report for a raw score (the state rule's scale)."""

@@ -509,8 +509,7 @@ class FCNTTracker(DeepTracker):
         # sec. 4.3: SNet updates (GNet fixed); none from a frame where the target is likely absent
         # (issue 20): LOST on a calibrated score and that score below `freeze_below` (LOST alone
         # froze SNet on in-view targets: docs/trackers/fcnt.md, "Freezing while LOST")
-        absent = self.lost_on_calibrated_score and self.calibrated(confidence) < cfg.freeze_below
-        if cfg.use_snet and not absent:
+        if cfg.use_snet and not self.likely_absent(confidence, cfg.freeze_below):
             target = self._target_map(self.state, origin, zoom)
             if self.best_recent is None or strength > self.best_recent[0]:
                 self.best_recent = (strength, mid.detach(), target)

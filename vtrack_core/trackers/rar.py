@@ -510,7 +510,7 @@ class RARTracker(DeepTracker):
         # calibrated score and that score below `freeze_below`. LOST alone is not enough: RAR
         # stays LOST on in-view targets whose calibrated peak sits at 0.3-0.5, and freezing on
         # those cost dev AUC (docs/trackers/rar.md, "Freezing while LOST").
-        frozen = self.lost_on_calibrated_score and self.calibrated(peak) < cfg.freeze_below
+        frozen = self.likely_absent(peak, cfg.freeze_below)
         if cfg.update_rate > 0 and not frozen and (self.frame_index + 1) % max(1, cfg.update_interval) == 0:
             new_filter, _ = self._learn(frame, previous)
             self.filter = self.filter.blend(new_filter, update_weight(cfg.update_rate, cfg.update_interval))
