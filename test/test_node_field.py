@@ -378,7 +378,9 @@ def test_damaged_jpegs_are_counted_and_skipped(tracker_node, couple, dev_dataset
     assert not published & set(sent_damaged), f"{len(published & set(sent_damaged))} damaged frames were tracked"
     print(f"{len(sent_damaged)} damaged JPEGs sent: node counted {report.get('images_damaged')} damaged, "
           f"{report['images_rejected']} rejected; mean IoU on the good ones {np.mean(ious):.3f}")
-    assert report["images_damaged"] == str(len(sent_damaged)) == report["images_rejected"], report
+    # A damaged frame the next good one replaced before the worker decoded it counts as dropped.
+    assert report["images_damaged"] == report["images_rejected"], report
+    assert len(sent_damaged) - int(report["frames_dropped"]) <= int(report["images_damaged"]) <= len(sent_damaged), report
     assert np.mean(ious) > 0.4
     log = tracker_node.log()
     assert "damaged JPEG (decoder: Corrupt JPEG data" in log

@@ -206,11 +206,11 @@ def test_latest_frame_wins_under_a_burst(tracker_node, sequence):
     def counts(message):
         return {kv.key: int(kv.value) for kv in message.status[0].values if kv.key.startswith("frames_")}
 
-    def settled():
-        return any(counts(d)["frames_processed"] == len(stamps) for d in diagnostics)
+    def settled():  # >=: a result the test's best-effort subscription lost was still processed
+        return any(counts(d)["frames_processed"] >= len(stamps) for d in diagnostics)
 
     assert tracker_node.wait_for(settled, 10.0), tracker_node.log()
-    report = counts(next(d for d in diagnostics if counts(d)["frames_processed"] == len(stamps)))
+    report = counts(next(d for d in diagnostics if counts(d)["frames_processed"] >= len(stamps)))
     print(f"node account: {report}")
     assert report["frames_received"] == report["frames_processed"] + report["frames_dropped"]
     assert report["frames_dropped"] >= 1
