@@ -280,12 +280,17 @@ class TrackerNode(LifecycleNodeMixin, Node):
                       "repeated_stamps": 0, "stamp_steps_back": 0, "zero_stamps": 0,
                       "damaged": 0, "oversized": 0, "size_changes": 0}
         # Camera health: when the last image arrived, and the arrival time of the last frame
-        # tracked (or being tracked: _busy). Targets are stale once no usable image came for
-        # camera_timeout s while the worker is idle. Silence counts from activation at most.
+        # tracked (or being tracked: _busy). A frame waiting for the worker or in its hands
+        # before decoding (_holding) counts as usable too, unless the last frame the worker
+        # finished could not be used (a stream of damaged images stays stale). Targets are
+        # stale once no usable image came for camera_timeout s. Silence counts from
+        # activation at most.
         self._started_at = time.monotonic()
         self._last_image_at: float | None = None
         self._last_usable_at: float | None = None
         self._busy = False
+        self._holding = False
+        self._last_frame_usable = True
         self._received_at: deque[float] = deque(maxlen=1000)
         self._publish_lock = threading.Lock()  # results and stale re-publications stay in order
         # init_target: at most MAX_INITS_IN_PROGRESS at once; their jobs run on the worker.
@@ -800,6 +805,7 @@ class TrackerNode(LifecycleNodeMixin, Node):
                 while self._pending is None and not self._jobs and self._running:
                     self._pending_cv.wait(timeout=0.5)
                 frame, self._pending = self._pending, None
+                self._holding = frame is not None
             if frame is not None:
                 try:
                     with self._work_lock:
@@ -808,6 +814,8 @@ class TrackerNode(LifecycleNodeMixin, Node):
                 except Exception as exc:  # the worker must survive anything a frame does
                     self._log_every("unexpected", "error",
                                     f"frame skipped after an unexpected error: {type(exc).__name__}: {exc}")
+                finally:
+                    self._holding = False
             while self._running:
                 with self._pending_cv:
                     if not self._jobs:
@@ -871,12 +879,14 @@ class TrackerNode(LifecycleNodeMixin, Node):
             image = self._decode(frame)
         except UnsupportedImageError as exc:
             with self._pending_cv:
+                self._last_frame_usable = False
                 self._log_bad_image(exc)
             return
         self._busy = True
         try:
             self._track_image(frame, image, started)
         finally:
+            self._last_frame_usable = True
             self._busy = False
 
     def _track_image(self, frame: _Frame, image: np.ndarray, started: float) -> None:
@@ -1066,10 +1076,14 @@ class TrackerNode(LifecycleNodeMixin, Node):
 
     def _silence(self, now: float) -> tuple[float, float]:
         """(seconds since the last image arrived, seconds since the last usable one): since
-        start-up when none came; a frame being tracked counts as usable now."""
+        start-up when none came; a frame being tracked, or waiting for the worker after a
+        usable one, counts as usable now (a slow update must not make the next frame stale)."""
         image = now - max(self._last_image_at or self._started_at, self._started_at)
         usable = now - max(self._last_usable_at or self._started_at, self._started_at)
-        return image, 0.0 if self._busy else usable
+        return image, 0.0 if self._working() else usable
+
+    def _working(self) -> bool:
+        return self._busy or (self._last_frame_usable and (self._pending is not None or self._holding))
 
     def _check_stale(self) -> None:
         """No usable image for camera_timeout s: publish the targets LOST (confidence 0, their
@@ -1085,7 +1099,7 @@ class TrackerNode(LifecycleNodeMixin, Node):
         if not reports:
             return
         with self._publish_lock:
-            if self._busy or not self._running or not self._active:
+            if self._working() or not self._running or not self._active:
                 return
             output = TrackedObjectArray(header=self._last_header)
             output.objects = [_tracked_object(r, state=TrackedObject.STATE_LOST, confidence=0.0) for r in reports]
