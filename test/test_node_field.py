@@ -121,7 +121,8 @@ def test_stamps_stepping_back_restart_the_clock(tracker_node, couple):
 # The test is the camera and sends the next image only after a result: camera_timeout is
 # raised so that a pause of the test process itself (a loaded CI machine) is not reported
 # stale in between (that rule has its own test below).
-@pytest.mark.parametrize("tracker_node", [["-p", "camera_timeout:=10.0", "-p", "camera_error_timeout:=20.0"]], indirect=True)
+@pytest.mark.parametrize("tracker_node", [["-p", "camera_timeout:=10.0", "-p", "camera_error_timeout:=20.0"]],
+                         indirect=True)
 def test_zero_stamps_use_the_receive_time(tracker_node, couple):
     """A driver that never sets header.stamp: the node stamps images with their receive time
     (stamp_source auto), warns once, and both a target that was tracking and a new one go on

@@ -280,15 +280,13 @@ class TrackerNode(LifecycleNodeMixin, Node):
                       "repeated_stamps": 0, "stamp_steps_back": 0, "zero_stamps": 0,
                       "damaged": 0, "oversized": 0, "size_changes": 0}
         # Camera health: when the last image arrived, and the arrival time of the last frame
-        # tracked (or being tracked: _busy). A frame waiting for the worker or in its hands
-        # before decoding (_holding) counts as usable too, unless the last frame the worker
-        # finished could not be used (a stream of damaged images stays stale). Targets are
-        # stale once no usable image came for camera_timeout s. Silence counts from
-        # activation at most.
+        # tracked. A frame waiting for the worker or in its hands (_holding) counts as usable
+        # now, unless the last frame the worker decoded could not be used (a stream of
+        # damaged images stays stale). Targets are stale once no usable image came for
+        # camera_timeout s. Silence counts from activation at most.
         self._started_at = time.monotonic()
         self._last_image_at: float | None = None
         self._last_usable_at: float | None = None
-        self._busy = False
         self._holding = False
         self._last_frame_usable = True
         self._received_at: deque[float] = deque(maxlen=1000)
@@ -882,12 +880,8 @@ class TrackerNode(LifecycleNodeMixin, Node):
                 self._last_frame_usable = False
                 self._log_bad_image(exc)
             return
-        self._busy = True
-        try:
-            self._track_image(frame, image, started)
-        finally:
-            self._last_frame_usable = True
-            self._busy = False
+        self._last_frame_usable = True
+        self._track_image(frame, image, started)
 
     def _track_image(self, frame: _Frame, image: np.ndarray, started: float) -> None:
         message = frame.message
@@ -1083,7 +1077,7 @@ class TrackerNode(LifecycleNodeMixin, Node):
         return image, 0.0 if self._working() else usable
 
     def _working(self) -> bool:
-        return self._busy or (self._last_frame_usable and (self._pending is not None or self._holding))
+        return self._last_frame_usable and (self._pending is not None or self._holding)
 
     def _check_stale(self) -> None:
         """No usable image for camera_timeout s: publish the targets LOST (confidence 0, their
