@@ -301,7 +301,10 @@ class FCNTConfig(DeepTrackerConfig):
     redetect_max_tiles: int = 9  # ... further apart where more would be needed: at most this many more
     #                              backbone ROIs on a LOST frame (in one batch; a normal frame reads one)
     redetect_box_step: float = 0.25  # target-size boxes on each ROI's heat map, this x the mean side apart
-    redetect_margin: float = 0.1  # strength (heat-map share of the first frame's) by which the wide best must win
+    redetect_margin: float = 0.3  # strength (heat-map share of the first frame's) by which the wide best must win
+    #                                (0.3 chosen on the training val out-of-view sequences, docs/trackers/fcnt.md)
+    redetect_strength: str = "sum"  # a wide find's strength: sum (heat in the box / the first frame's) |
+    #                                 concentrated (the lower of that and its concentration, see below)
     freeze_below: float = 0.15  # while LOST on a calibrated score, SNet learns nothing from frames whose
     #                             calibrated confidence is below this (target likely absent); 1.0: from no LOST frame
 
@@ -329,6 +332,8 @@ class FCNTTracker(DeepTracker):
         if cfg.candidate_score not in CANDIDATE_RULES:
             raise ValueError(f"fcnt: candidate_score must be one of {', '.join(CANDIDATE_RULES)}, "
                              f"not {cfg.candidate_score!r}")
+        if cfg.redetect_strength not in ("sum", "concentrated"):
+            raise ValueError(f"fcnt: redetect_strength must be 'sum' or 'concentrated', not {cfg.redetect_strength!r}")
         if cfg.spread_as not in ("std", "variance"):
             raise ValueError(f"fcnt: spread_as must be 'std' or 'variance', not {cfg.spread_as!r}")
         if cfg.spread_as == "std":
@@ -443,7 +448,11 @@ class FCNTTracker(DeepTracker):
         mid, high = mid / self.scales[0], high / self.scales[1]
         target = self._target_map(self.state, origin, zoom)
         self.first_target = target
-        self.ideal_sum = float(box_sums(target[0, 0], self._to_cells(self.state, origin, zoom))[0])
+        first_cells = self._to_cells(self.state, origin, zoom)[0]
+        self.ideal_sum = float(box_sums(target[0, 0], first_cells.reshape(1, 4))[0])
+        centre, half = (first_cells[:2] + first_cells[2:]) / 2, (first_cells[2:] - first_cells[:2]) / 2
+        self.ideal_concentration = self.ideal_sum / max(float(box_sums(
+            target[0, 0], torch.cat([centre - 2 * half, centre + 2 * half]).reshape(1, 4))[0]), 1e-9)
         # sec. 4.1: the K most significant maps of each level
         keep_mid, _ = select_maps(mid, target, cfg.selected_maps, cfg.sel_iterations, cfg.sel_lr, cfg.sel_dropout,
                                   cfg.sel_kernel)
@@ -531,6 +540,16 @@ class FCNTTracker(DeepTracker):
                 self.snet_updates["discrimination"] += 1
         return confidence
 
+    def _concentration(self, heatmap: torch.Tensor, cells: torch.Tensor, inside: torch.Tensor) -> float:
+        """The share of the heat in a box twice its size that lies in the box, over the same
+        share for the first frame's target map (about 0.91 for sigma = side / 4). A box's heat
+        sum alone saturates on a response broader than the target (a textured ground under
+        GNet); a blob of the target's size keeps its heat inside the box."""
+        centre, half = (cells[:2] + cells[2:]) / 2, (cells[2:] - cells[:2]) / 2
+        around = float(box_sums(heatmap.clamp_min(0), torch.cat([centre - 2 * half, centre + 2 * half]).reshape(1, 4))[0])
+        share = float(inside) / max(around, 1e-9)
+        return share / max(self.ideal_concentration, 1e-9)
+
     def _redetect(self, frame: torch.Tensor, image_shape: tuple[int, ...]) -> tuple[np.ndarray, float] | None:
         """One wide search while the target is LOST (issue 20), besides the normal one. The
         heat maps fail at a coarser zoom (docs/trackers/fcnt.md), so the window, growing each
@@ -556,8 +575,10 @@ class FCNTTracker(DeepTracker):
         for centre, heatmap in zip(centres, maps):  # a few tiles; the boxes of each are scored at once
             origin = centre - side / 2
             boxes = grid_boxes(np.array([*origin, side, side]), self.target_size, step, cfg.candidates)
-            index, inside, _ = self._locate(heatmap, boxes, origin, zoom)
+            index, inside, cells = self._locate(heatmap, boxes, origin, zoom)
             strength = float(inside) / max(self.ideal_sum, 1e-9)
+            if cfg.redetect_strength == "concentrated":
+                strength = min(strength, self._concentration(heatmap, cells, inside))
             if found is None or strength > found[1]:
                 found = (boxes[index], strength)
         if found is None or self.calibrated(min(found[1], 1.0)) < self.lost_rule.threshold:
