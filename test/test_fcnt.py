@@ -177,6 +177,32 @@ def test_config_refuses_unknown_rules():
         create_tracker("fcnt", device="cpu", candidate_score="peak")
 
 
+def test_config_refuses_unknown_rules_for_the_wide_find():
+    with pytest.raises(ValueError, match="redetect_strength"):
+        create_tracker("fcnt", device="cpu", redetect_strength="peak")
+
+
+def test_a_wide_finds_concentration_tells_a_target_blob_from_a_broad_response(dev_dataset_dir):
+    """redetect_strength concentrated: on the first frame of Crossing, the trained target map
+    in the target box scores 1 (by construction), while a response three times broader at the
+    same place, whose heat sum in the box passes the first frame's (the sum saturates), keeps
+    well under half its heat in the box and scores far below 1."""
+    crossing = load_dataset(dev_dataset_dir, ["Crossing"])[0]
+    tracker = create_tracker("fcnt", device="cpu", redetect_strength="concentrated", net_iterations=1,
+                             sel_iterations=1)
+    tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+    _, _, origin, zoom = tracker._crop(image_to_tensor(crossing.image(0), "cpu"))
+    cells = tracker._to_cells(tracker.state, origin, zoom)[0]
+    target = tracker.first_target[0, 0]
+    inside = box_sums(target, cells[None])[0]
+    assert tracker._concentration(target, cells, inside) == pytest.approx(1.0, abs=1e-6)
+    broad_box = np.concatenate([tracker.center - 1.5 * tracker.target_size, 3 * tracker.target_size])
+    broad = 2.0 * tracker._target_map(broad_box, origin, zoom)[0, 0]
+    broad_inside = box_sums(broad, cells[None])[0]
+    assert float(broad_inside) > tracker.ideal_sum  # the plain strength would claim a full match
+    assert tracker._concentration(broad, cells, broad_inside) < 0.5
+
+
 def test_config_refuses_no_network():
     with pytest.raises(ValueError, match="both be off"):
         create_tracker("fcnt", use_gnet=False, use_snet=False)
