@@ -428,3 +428,26 @@ def test_a_lost_fcnt_finds_the_target_again_over_its_tiles(dev_dataset_dir, tmp_
     for settings in ({"calibration": calibration, "redetect": False}, {"calibration": "none"}):
         results, ious = run(2, **settings)
         assert max(ious) < 0.1, (settings, ious)
+
+
+@pytest.mark.slow
+def test_a_wide_find_is_taken_only_where_a_search_centred_on_it_agrees(dev_dataset_dir):
+    """Issue 20 (`redetect_verify`): a wide find is looked at again as the next frame's normal
+    search would see it, from a ROI centred on it. On Crossing, a box on the pedestrian passes
+    (the centred search stays on him, its calibrated score above the threshold); boxes on the
+    road 2 target sides left or 3 right of him are refused."""
+    from vtrack_core.ops.crops import image_to_tensor
+
+    crossing = load_dataset(dev_dataset_dir, ["Crossing"])[0]
+    tracker = create_tracker("fcnt", device="cpu")
+    assert tracker.calibration is not None and tracker.config.redetect_verify
+    tracker.init(crossing.image(0), Box.from_xywh(crossing.ground_truth[0]))
+    for index in (5, 10):
+        frame = image_to_tensor(crossing.image(index), tracker.device)
+        truth = crossing.ground_truth[index]
+        found = tracker._verify(frame, truth)
+        assert found is not None and Box.from_xywh(found.box).iou(Box.from_xywh(truth)) > 0.6, index
+        assert tracker.calibrated(min(found.strength, 1.0)) >= tracker.lost_rule.threshold
+        for sides in (-2.0, 3.0):
+            off = truth + np.array([sides * truth[2:].mean(), 0.0, 0.0, 0.0])
+            assert tracker._verify(frame, off) is None, (index, sides)

@@ -47,7 +47,7 @@ as strong as the trained one, near 0 when it has vanished.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +259,20 @@ def heatmap_error(net: HeatmapNet, features: torch.Tensor, target: torch.Tensor,
     return torch.where(target > floor, raw - target, F.relu(raw) - target).pow(2)
 
 
+@dataclass(frozen=True)
+class Localised:
+    """One search's answer: the box (x, y, w, h), its strength (heat in the box over the first
+    frame's, unclipped), whether eq. 9 found a distractor, and the ROI it was found on (its
+    selected, scaled, centred mid-level features, origin and zoom), which SNet learns from."""
+
+    box: np.ndarray
+    strength: float
+    distractor: bool
+    mid: torch.Tensor
+    origin: np.ndarray
+    zoom: float
+
+
 @dataclass
 class FCNTConfig(DeepTrackerConfig):
     backbone: str = "vgg16"  # a TWO_LEVELS backbone: vgg16 (the paper's; the better on dev), efficientnet_lite0,
@@ -303,6 +317,8 @@ class FCNTConfig(DeepTrackerConfig):
     redetect_box_step: float = 0.25  # target-size boxes on each ROI's heat map, this x the mean side apart
     redetect_margin: float = 0.3  # strength (heat-map share of the first frame's) by which the wide best must win
     #                                (0.3 chosen on the training val out-of-view sequences, docs/trackers/fcnt.md)
+    redetect_verify: bool = True  # a wide find is taken only if the normal search on a ROI centred on it passes too
+    #                               (chosen on the training out-of-view sequences, docs/trackers/fcnt.md)
     redetect_strength: str = "sum"  # a wide find's strength: sum (heat in the box / the first frame's) |
     #                                 concentrated (the lower of that and its concentration, see below)
     freeze_below: float = 0.15  # while LOST on a calibrated score, SNet learns nothing from frames whose
@@ -488,14 +504,15 @@ class FCNTTracker(DeepTracker):
         best = int(torch.argmax(scores))
         return best, sums[best], cells[best]
 
-    def _track(self, frame: torch.Tensor, image: np.ndarray) -> float:
+    def _localise(self, mid: torch.Tensor, high: torch.Tensor, origin: np.ndarray, zoom: float,
+                  around: np.ndarray) -> Localised:
+        """The normal search on one ROI's features (as the backbone gives them): eq. 8's
+        candidates around `around` (x, y, w, h), GNet's best, and SNet's where eq. 9 finds a
+        distractor."""
         cfg = self.config
-        height, width = image.shape[:2]
-        mid, high, origin, zoom = self._crop(frame)
         mid = mid[:, self.keep_mid] / self.scales[0] - self.centres[0]
         high = high[:, self.keep_high] / self.scales[1] - self.centres[1]
-        # eq. 8: candidates from a Gaussian around the last state (x, y, scale)
-        candidates = draw_candidates(self.state, cfg.candidates, *self.spread, self.rng)
+        candidates = draw_candidates(around, cfg.candidates, *self.spread, self.rng)
         with torch.no_grad():
             g_map = self.gnet(high)[0, 0] if cfg.use_gnet else None
             s_map = self.snet(mid)[0, 0] if cfg.use_snet else None
@@ -506,12 +523,21 @@ class FCNTTracker(DeepTracker):
             distractor = p_d > cfg.distractor_threshold
         if g_map is None or (distractor and s_map is not None):
             best, inside, _ = self._locate(s_map, candidates, origin, zoom)
-        box = candidates[best]
         strength = float(inside) / max(self.ideal_sum, 1e-9)  # unclipped: ranks results above 1 too
+        return Localised(candidates[best], strength, distractor, mid, origin, zoom)
+
+    def _track(self, frame: torch.Tensor, image: np.ndarray) -> float:
+        cfg = self.config
+        height, width = image.shape[:2]
+        mid, high, origin, zoom = self._crop(frame)
+        result = self._localise(mid, high, origin, zoom, self.state)
         if cfg.redetect and self.lost_on_calibrated_score:
-            found = self._redetect(frame, image.shape)
-            if found is not None and found[1] > strength + cfg.redetect_margin:
-                box, strength = found  # a clearly better match elsewhere: the target is there
+            wide = self._redetect(frame, image.shape)
+            found = None if wide is None else self._verify(frame, wide[0]) if cfg.redetect_verify else \
+                replace(result, box=wide[0], strength=wide[1])  # unverified: the frame's own ROI learns it
+            if found is not None and found.strength > result.strength + cfg.redetect_margin:
+                result = found  # a clearly better match elsewhere: the target is there
+        box, strength = result.box, result.strength
         confidence = min(strength, 1.0)
         self.center = np.clip(box[:2] + box[2:] / 2, 0, [width - 1, height - 1])
         self.target_size = box[2:].copy()
@@ -519,6 +545,7 @@ class FCNTTracker(DeepTracker):
         # (issue 20): LOST on a calibrated score and that score below `freeze_below` (LOST alone
         # froze SNet on in-view targets: docs/trackers/fcnt.md, "Freezing while LOST")
         if cfg.use_snet and not self.likely_absent(confidence, cfg.freeze_below):
+            mid, origin, zoom = result.mid, result.origin, result.zoom
             target = self._target_map(self.state, origin, zoom)
             if self.best_recent is None or strength > self.best_recent[0]:
                 self.best_recent = (strength, mid.detach(), target)
@@ -530,7 +557,7 @@ class FCNTTracker(DeepTracker):
                     self.snet_updates["adaptation"] += 1
                 self.best_recent = None
             # eq. 10: first frame, and the current frame's background only
-            if distractor and confidence >= cfg.update_min_confidence:
+            if result.distractor and confidence >= cfg.update_min_confidence:
                 cells = self._to_cells(self.state, origin, zoom)[0]
                 mask = torch.ones_like(target)
                 x1, y1, x2, y2 = (int(v) for v in torch.round(cells).tolist())
@@ -539,6 +566,20 @@ class FCNTTracker(DeepTracker):
                           self.snet_optimizer, cfg.update_iterations)
                 self.snet_updates["discrimination"] += 1
         return confidence
+
+    def _verify(self, frame: torch.Tensor, box: np.ndarray) -> Localised | None:
+        """A wide find looked at again as the next frame's normal search would see it: a ROI
+        centred on it, GNet and SNet with the distractor test, candidates around it. A tile's
+        heat map sees the find off its centre, with other context, and GNet's category-level
+        response there can pass the threshold on the background (DragonBaby's ground: a raw
+        1.0 on the tile, 0.08 from a ROI centred on it). None unless the centred search's
+        calibrated score passes the threshold too."""
+        centre = box[:2] + box[2:] / 2
+        mid, high, zoom = self._rois(frame, centre[None])
+        found = self._localise(mid, high, centre - self._roi_side() / 2, zoom, box)
+        if self.calibrated(min(found.strength, 1.0)) < self.lost_rule.threshold:
+            return None
+        return found
 
     def _concentration(self, heatmap: torch.Tensor, cells: torch.Tensor, inside: torch.Tensor) -> float:
         """The share of the heat in a box twice its size that lies in the box, over the same
