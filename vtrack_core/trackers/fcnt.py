@@ -533,8 +533,10 @@ class FCNTTracker(DeepTracker):
         result = self._localise(mid, high, origin, zoom, self.state)
         if cfg.redetect and self.lost_on_calibrated_score:
             wide = self._redetect(frame, image.shape)
-            found = None if wide is None else self._verify(frame, wide[0]) if cfg.redetect_verify else \
-                replace(result, box=wide[0], strength=wide[1])  # unverified: the frame's own ROI learns it
+            found = None
+            if wide is not None:  # unverified, SNet learns the find from the frame's own ROI
+                found = self._verify(frame, wide[0]) if cfg.redetect_verify else \
+                    replace(result, box=wide[0], strength=wide[1])
             if found is not None and found.strength > result.strength + cfg.redetect_margin:
                 result = found  # a clearly better match elsewhere: the target is there
         box, strength = result.box, result.strength
@@ -571,8 +573,8 @@ class FCNTTracker(DeepTracker):
         """A wide find looked at again as the next frame's normal search would see it: a ROI
         centred on it, GNet and SNet with the distractor test, candidates around it. A tile's
         heat map sees the find off its centre, with other context, and GNet's category-level
-        response there can pass the threshold on the background (DragonBaby's ground: a raw
-        1.0 on the tile, 0.08 from a ROI centred on it). None unless the centred search's
+        heat summed over a box there can pass the threshold on a textured background where a
+        centred search does not (docs/trackers/fcnt.md). None unless the centred search's
         calibrated score passes the threshold too."""
         centre = box[:2] + box[2:] / 2
         mid, high, zoom = self._rois(frame, centre[None])
